@@ -1,0 +1,96 @@
+"""Generator-side networks with more than a body: EC_f (VAE encoder, Sec. 2.3) and DC (Sec. 2.4).
+
+The plain ones come straight from :mod:`models.networks.blocks`: EC and EC_r are an
+:class:`~models.networks.blocks.Encoder`, DC_f a sigmoid :class:`~models.networks.blocks.Decoder`,
+MG a sigmoid :class:`~models.networks.blocks.UNet` (see :mod:`models.networks.factory`).
+"""
+
+import torch
+from torch import Tensor, nn
+
+from models.networks.blocks import Decoder, Encoder
+from mrisynth.conventions import MODALITIES
+
+
+class StructureEncoder(nn.Module):
+    """EC_f, the VAE encoder of structural feature maps, Sec. 2.3 and Fig. 2.
+
+    An :class:`~models.networks.blocks.Encoder` with ``2 * code_channels`` outputs split into the
+    mean and the log-variance of the code.
+
+    Args:
+        ngf: base width (the authors used 64).
+        dropout: dropout probability on the input layer (paper Sec. 3.4: 0.1).
+        code_channels: channels of the code, default 4 (the authors' code is [H/4, W/4, 4]).
+
+    Shapes:
+        f (B, 1, H, W) -> (code_f_mean, code_f_logvar), each (B, code_channels, H/4, W/4).
+    """
+
+    def __init__(self, ngf: int, dropout: float, code_channels: int = 4) -> None:
+        super().__init__()
+        self.code_channels = code_channels
+        self.encoder = Encoder(1, 2 * code_channels, ngf, dropout)
+
+    def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.encoder(f)
+        return h[:, : self.code_channels], h[:, self.code_channels :]
+
+
+def reparameterize(code_mean: Tensor, code_logvar: Tensor, code_n: Tensor | None = None) -> Tensor:
+    """code_f = code_f_mean + exp(0.5 * code_f_logvar) * code_n, Sec. 2.3.
+
+    Args:
+        code_mean: code_f_mean, (B, C, h, w).
+        code_logvar: code_f_logvar, same shape.
+        code_n: noise drawn from N(0, 1), same shape; drawn with ``torch.randn_like`` when None.
+
+    Returns:
+        code_f, same shape as ``code_mean``.
+    """
+    if code_n is None:
+        code_n = torch.randn_like(code_mean)
+    return code_mean + torch.exp(0.5 * code_logvar) * code_n
+
+
+def condition_planes(modality: int, like: Tensor) -> Tensor:
+    """One-hot conditional matrix of a modality for DC, Sec. 2.4: (B, 4, h, w) constant planes.
+
+    Args:
+        modality: index into ``MODALITIES`` (0 t1, 1 t1ce, 2 t2, 3 flair).
+        like: a semantic feature map (B, C, h, w) whose batch size, size, dtype and device are copied.
+
+    Returns:
+        (B, 4, h, w) tensor, 1 in channel ``modality`` and 0 elsewhere.
+    """
+    if not 0 <= modality < len(MODALITIES):
+        raise ValueError(f"modality must be in [0, {len(MODALITIES)}), got {modality}")
+    b, _, h, w = like.shape
+    planes = like.new_zeros((b, len(MODALITIES), h, w))
+    planes[:, modality] = 1.0
+    return planes
+
+
+class ModalityDecoder(nn.Module):
+    """DC, the MRI decoder conditioned on a one-hot modality matrix, Sec. 2.4 and Fig. 3.
+
+    Dropout is applied to the semantic feature map only, so the one-hot condition is never scaled.
+    The output is linear because the MRI are per-image standardized (Sec. 3.1).
+
+    Args:
+        code_channels: channels C of the semantic feature map (that of EC and EC_r).
+        ngf: base width (the authors used 64).
+        dropout: dropout probability on the input layer (paper Sec. 3.4: 0.1).
+
+    Shapes:
+        code (B, C, H/4, W/4) and condition (B, 4, H/4, W/4) (see :func:`condition_planes`)
+        -> x (B, 1, H, W).
+    """
+
+    def __init__(self, code_channels: int, ngf: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = Decoder(code_channels + len(MODALITIES), 1, ngf, dropout=0.0, activation="linear")
+
+    def forward(self, code: Tensor, condition: Tensor) -> Tensor:
+        return self.decoder(torch.cat([self.dropout(code), condition], dim=1))

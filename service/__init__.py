@@ -1,0 +1,1 @@
+"""The FastAPI gateway: queues dataset jobs, reports their progress and serves the bundles."""
