@@ -2,6 +2,8 @@
 
 import argparse
 import logging
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +44,47 @@ def _slices(args: argparse.Namespace) -> None:
     log.info("slice cache ready at %s", path)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from models.export import export_run
+
+    # The ONNX optimizer reports every pass at INFO, the exporter warns of every missing torchvision op.
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    manifest = export_run(args.run_directory, args.out, force=args.force, tolerance=args.tolerance)
+    log.info(
+        "wrote %d networks and %d lesion labels to %s",
+        len(manifest.networks),
+        manifest.lesion_library.count,
+        args.out,
+    )
+
+
+def _train(args: argparse.Namespace) -> None:
+    from models.presets import get_preset
+    from models.trainer import TrainOptions, stage_names, train
+
+    options = TrainOptions(
+        data=args.data,
+        out=args.out,
+        preset=get_preset(args.preset),
+        stages=tuple(stage_names(args.stage)),
+        resume=args.resume,
+        seed=args.seed,
+        command=shlex.join(["mrisynth", *args.argv]),
+        threads=args.threads,
+    )
+    train(options)
+    log.info("trained %s in %s", ", ".join(options.stages), args.out)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from mrisynth.settings import get_settings
+    from worker.runner import run_worker
+
+    run_worker(get_settings(), burst=args.burst)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrisynth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +110,45 @@ def _parser() -> argparse.ArgumentParser:
     slices.add_argument("--test-fraction", type=float, default=0.1, help="held-out subjects (default 0.1)")
     slices.add_argument("--seed", type=int, default=0, help="seed of the subject-level split")
     slices.set_defaults(run=_slices)
+
+    export = commands.add_parser("export", help="ONNX networks + manifest of a training run, for the worker")
+    export.add_argument(
+        "run_directory", metavar="RUN", type=Path, help="training run directory (mrisynth train --out)"
+    )
+    export.add_argument("--out", type=Path, required=True, help="artifacts directory to write")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists and is not empty")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest max-abs difference between ONNX and torch outputs (default 1e-4)",
+    )
+    export.set_defaults(run=_export)
+
+    train = commands.add_parser("train", help="train the networks of the paper on a BraTS directory")
+    train.add_argument("--data", type=Path, required=True, help="BraTS directory (2015, 2018-2021, 2023)")
+    train.add_argument("--out", type=Path, required=True, help="run directory (docs/artifacts.md)")
+    train.add_argument(
+        "--preset", choices=("demo", "paper", "test"), default="demo", help="training preset (default demo)"
+    )
+    train.add_argument(
+        "--stage",
+        choices=("structure", "synthesis", "segmentation", "all"),
+        default="all",
+        help="stage to train; all (default) runs the three in order",
+    )
+    train.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    train.add_argument("--seed", type=int, default=0, help="seed of torch and of the data sampling")
+    train.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (default 0: all cores; 1 is faster on a busy CPU)"
+    )
+    train.set_defaults(run=_train)
+
+    worker = commands.add_parser(
+        "worker", help="run a synthesis worker on REDIS_URL's queue (settings: MRISYNTH_* variables)"
+    )
+    worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    worker.set_defaults(run=_worker)
     return parser
 
 
@@ -74,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mrisynth`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.run(args)
     except (ValueError, OSError) as error:

@@ -227,3 +227,19 @@ def test_onnx_export_with_dynamic_batch_matches_torch(name: str, tmp_path: Path)
         got = session.run(None, {n: t.numpy() for n, t in zip(input_names, inputs, strict=True)})[0]
         assert got.shape == expected.shape
         assert abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("stride", [4, 16])
+def test_structure_code_stride_sets_the_code_grid(stride: int) -> None:
+    config = NetworkConfig(ngf=4, structure_code_stride=stride, structure_code_channels=8)
+    f = torch.rand(2, 1, 64, 64)
+    mean, logvar = define_ec_f(config)(f)
+    assert mean.shape == logvar.shape == (2, 8, 64 // stride, 64 // stride)
+    assert define_dc_f(config)(mean).shape == (2, 1, 64, 64)
+    assert define_fd_f(config)(mean).shape == (2, 1, 32 // stride, 32 // stride)
+
+
+@pytest.mark.parametrize("stride", [2, 6, 12])
+def test_structure_code_stride_must_be_a_power_of_two_from_4(stride: int) -> None:
+    with pytest.raises(ValueError, match="structure_code_stride"):
+        NetworkConfig(structure_code_stride=stride)

@@ -60,31 +60,39 @@ class ResidualBlock(nn.Module):
 class Encoder(nn.Module):
     """Image to feature map at a quarter of the resolution, the body of EC, EC_r, EC_f and EC_l.
 
-    Layers: input dropout, a 3x3 conv unit at full resolution, two stride-2 conv units
-    (ngf -> 2 ngf -> 4 ngf), ``n_blocks`` residual blocks, a linear 3x3 conv to ``out_channels``.
+    Layers: input dropout, a 3x3 conv unit at full resolution, ``n_down`` stride-2 conv units
+    (ngf -> 2 ngf -> 4 ngf, then 4 ngf), ``n_blocks`` residual blocks, a linear 3x3 conv to
+    ``out_channels``.
 
     Args:
         in_channels: channels of the input image.
         out_channels: channels of the output feature map.
         ngf: base width (the authors used 64).
         dropout: dropout probability on the input layer (paper Sec. 3.4: 0.1).
-        n_blocks: residual blocks at H/4, default 2.
+        n_blocks: residual blocks at the lowest resolution, default 2.
+        n_down: halvings of H and W, default 2 (a quarter of the resolution, as the paper's codes).
 
     Shapes:
-        (B, in_channels, H, W) -> (B, out_channels, H/4, W/4), H and W even multiples of 4.
+        (B, in_channels, H, W) -> (B, out_channels, H/s, W/s), s = 2**n_down, H and W multiples of s.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, ngf: int, dropout: float, n_blocks: int = 2
+        self,
+        in_channels: int,
+        out_channels: int,
+        ngf: int,
+        dropout: float,
+        n_blocks: int = 2,
+        n_down: int = 2,
     ) -> None:
         super().__init__()
+        widths = [ngf * 2 ** min(level, 2) for level in range(n_down + 1)]
         self.net = nn.Sequential(
             nn.Dropout(dropout),
             conv_unit(in_channels, ngf),
-            conv_unit(ngf, 2 * ngf, stride=2),
-            conv_unit(2 * ngf, 4 * ngf, stride=2),
-            *[ResidualBlock(4 * ngf) for _ in range(n_blocks)],
-            nn.Conv2d(4 * ngf, out_channels, kernel_size=3, padding=1),
+            *[conv_unit(a, b, stride=2) for a, b in zip(widths, widths[1:], strict=False)],
+            *[ResidualBlock(widths[-1]) for _ in range(n_blocks)],
+            nn.Conv2d(widths[-1], out_channels, kernel_size=3, padding=1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,8 +102,9 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Feature map at a quarter of the resolution back to an image, the body of DC, DC_f and DC_l,i.
 
-    Layers: input dropout, a 3x3 conv unit to 4 ngf, ``n_blocks`` residual blocks, two nearest
-    upsampling + conv units (4 ngf -> 2 ngf -> ngf), a 3x3 conv to ``out_channels``, the activation.
+    Layers: input dropout, a 3x3 conv unit to 4 ngf, ``n_blocks`` residual blocks, ``n_up`` nearest
+    upsampling + conv units (4 ngf, then 4 ngf -> 2 ngf -> ngf), a 3x3 conv to ``out_channels``, the
+    activation.
 
     Args:
         in_channels: channels of the input feature map.
@@ -103,10 +112,11 @@ class Decoder(nn.Module):
         ngf: base width (the authors used 64).
         dropout: dropout probability on the input layer (paper Sec. 3.4: 0.1).
         activation: last activation, see :data:`OutputActivation`.
-        n_blocks: residual blocks at H/4, default 2.
+        n_blocks: residual blocks at the input resolution, default 2.
+        n_up: doublings of H and W, default 2 (from the paper's quarter-resolution codes).
 
     Shapes:
-        (B, in_channels, H/4, W/4) -> (B, out_channels, H, W).
+        (B, in_channels, H/s, W/s) -> (B, out_channels, H, W), s = 2**n_up.
     """
 
     def __init__(
@@ -117,14 +127,15 @@ class Decoder(nn.Module):
         dropout: float,
         activation: OutputActivation,
         n_blocks: int = 2,
+        n_up: int = 2,
     ) -> None:
         super().__init__()
+        widths = [ngf * 2 ** min(level, 2) for level in reversed(range(n_up + 1))]
         self.net = nn.Sequential(
             nn.Dropout(dropout),
-            conv_unit(in_channels, 4 * ngf),
-            *[ResidualBlock(4 * ngf) for _ in range(n_blocks)],
-            up_unit(4 * ngf, 2 * ngf),
-            up_unit(2 * ngf, ngf),
+            conv_unit(in_channels, widths[0]),
+            *[ResidualBlock(widths[0]) for _ in range(n_blocks)],
+            *[up_unit(a, b) for a, b in zip(widths, widths[1:], strict=False)],
             nn.Conv2d(ngf, out_channels, kernel_size=3, padding=1),
             output_activation(activation),
         )

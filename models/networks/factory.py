@@ -27,6 +27,10 @@ class NetworkConfig:
             FD); 0 means 4 * ngf.
         structure_code_channels: channels of the structural code of EC_f / DC_f / FD_f, default 4
             (the authors' code is [H/4, W/4, 4]).
+        structure_code_stride: how much smaller the structural code is than f, a power of 2 >= 4;
+            default 4 (the authors' H/4). A coarser code (16) lets DC_f see the whole brain from every
+            code pixel, so short trainings still draw closed brain outlines from noise. Images must
+            be multiples of 2 * stride (FD_f halves the code once).
         lesion_variant: one of ``LESION_VARIANTS``, default ``"4SEG"`` (Sec. 2.7).
         init_gain: standard deviation of the normal weight init, > 0, default 0.02.
     """
@@ -35,6 +39,7 @@ class NetworkConfig:
     dropout: float = 0.1
     semantic_channels: int = 0
     structure_code_channels: int = 4
+    structure_code_stride: int = 4
     lesion_variant: str = "4SEG"
     init_gain: float = 0.02
 
@@ -45,10 +50,19 @@ class NetworkConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.semantic_channels < 0 or self.structure_code_channels <= 0:
             raise ValueError("semantic_channels must be >= 0 (0: 4 * ngf) and structure_code_channels > 0")
+        if self.structure_code_stride < 4 or self.structure_code_stride & (self.structure_code_stride - 1):
+            raise ValueError(
+                f"structure_code_stride must be a power of 2 >= 4, got {self.structure_code_stride}"
+            )
         if self.lesion_variant not in LESION_VARIANTS:
             raise ValueError(f"lesion_variant must be one of {LESION_VARIANTS}, got {self.lesion_variant!r}")
         if self.init_gain <= 0:
             raise ValueError(f"init_gain must be > 0, got {self.init_gain}")
+
+    @property
+    def structure_code_halvings(self) -> int:
+        """log2 of ``structure_code_stride``: stride-2 layers of EC_f, upsamplings of DC_f."""
+        return self.structure_code_stride.bit_length() - 1
 
     @property
     def code_channels(self) -> int:
@@ -57,15 +71,26 @@ class NetworkConfig:
 
 
 def define_ec_f(config: NetworkConfig) -> StructureEncoder:
-    """EC_f, Sec. 2.3: f (B, 1, H, W) -> (code_f_mean, code_f_logvar), each (B, 4, H/4, W/4)."""
-    return init_net(
-        StructureEncoder(config.ngf, config.dropout, config.structure_code_channels), config.init_gain
+    """EC_f, Sec. 2.3: f (B, 1, H, W) -> (code_f_mean, code_f_logvar), each (B, 4, H/s, W/s).
+
+    s is ``config.structure_code_stride`` (4 as the authors'), 4 the ``structure_code_channels``.
+    """
+    net = StructureEncoder(
+        config.ngf, config.dropout, config.structure_code_channels, config.structure_code_halvings
     )
+    return init_net(net, config.init_gain)
 
 
 def define_dc_f(config: NetworkConfig) -> Decoder:
-    """DC_f, Sec. 2.3: code (B, 4, H/4, W/4) -> structural feature map f in [0, 1], (B, 1, H, W)."""
-    net = Decoder(config.structure_code_channels, 1, config.ngf, config.dropout, activation="sigmoid")
+    """DC_f, Sec. 2.3: code (B, 4, H/s, W/s) -> structural feature map f in [0, 1], (B, 1, H, W)."""
+    net = Decoder(
+        config.structure_code_channels,
+        1,
+        config.ngf,
+        config.dropout,
+        activation="sigmoid",
+        n_up=config.structure_code_halvings,
+    )
     return init_net(net, config.init_gain)
 
 

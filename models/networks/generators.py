@@ -22,15 +22,16 @@ class StructureEncoder(nn.Module):
         ngf: base width (the authors used 64).
         dropout: dropout probability on the input layer (paper Sec. 3.4: 0.1).
         code_channels: channels of the code, default 4 (the authors' code is [H/4, W/4, 4]).
+        n_down: halvings from f to the code, default 2 (H/4, as the authors').
 
     Shapes:
-        f (B, 1, H, W) -> (code_f_mean, code_f_logvar), each (B, code_channels, H/4, W/4).
+        f (B, 1, H, W) -> (code_f_mean, code_f_logvar), each (B, code_channels, H/s, W/s), s = 2**n_down.
     """
 
-    def __init__(self, ngf: int, dropout: float, code_channels: int = 4) -> None:
+    def __init__(self, ngf: int, dropout: float, code_channels: int = 4, n_down: int = 2) -> None:
         super().__init__()
         self.code_channels = code_channels
-        self.encoder = Encoder(1, 2 * code_channels, ngf, dropout)
+        self.encoder = Encoder(1, 2 * code_channels, ngf, dropout, n_down=n_down)
 
     def forward(self, f: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(f)

@@ -5,7 +5,9 @@ same bytes) and atomic (a case appears complete or not at all).
 """
 
 import gzip
+import io
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -18,23 +20,52 @@ COMPRESSLEVEL = 1
 """gzip level of the written volumes (nibabel's default): level 6 saves ~15 % at 4x the time."""
 
 
-def _write_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write one volume as a deterministic .nii.gz (gzip mtime 0, no embedded file name)."""
+def nifti_gz_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """One image as the bytes of a deterministic .nii.gz file: the one place that encodes NIfTI.
+
+    Args:
+        data: the voxels, 2D or 3D, written with their own dtype (float32 images, uint8 labels).
+        affine: (4, 4) voxel-to-RAS (mm) matrix, stored as both qform and sform (code 1, scanner); the
+            header's voxel sizes follow from it.
+
+    Returns:
+        gzip (level `COMPRESSLEVEL`) of the NIfTI-1 file, with mtime 0 and no embedded file name, so the
+        same arrays give the same bytes.
+    """
     image = nib.Nifti1Image(data, affine)
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    with path.open("wb") as raw, gzip.GzipFile("", "wb", COMPRESSLEVEL, raw, mtime=0) as stream:
+    buffer = io.BytesIO()
+    with gzip.GzipFile("", "wb", COMPRESSLEVEL, buffer, mtime=0) as stream:
         stream.write(image.to_bytes())
+    return buffer.getvalue()
 
 
-def _file_labels(label: np.ndarray, layout: Layout, case_id: str) -> np.ndarray:
-    """Our labels {0, 1, 2, 4} as the layout's own uint8 values."""
+def _write_nifti(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write one volume as a deterministic .nii.gz (`nifti_gz_bytes`)."""
+    path.write_bytes(nifti_gz_bytes(data, affine))
+
+
+def encode_labels(label: np.ndarray, label_map: Mapping[int, int], what: str) -> np.ndarray:
+    """Our labels {0, 1, 2, 4} as a file format's own uint8 values.
+
+    Args:
+        label: an array of our labels (`mrisynth.conventions.LABELS`), any shape.
+        label_map: file value -> our value, as `LABEL_MAPS`; each of our values must appear once.
+        what: the label's owner for the error message, e.g. ``case BraTS2021_00000``.
+
+    Returns:
+        uint8 array of the same shape in the file's values.
+
+    Raises:
+        ValueError: the label holds values outside `LABELS`.
+    """
     bad = sorted(set(np.unique(label).tolist()) - set(LABELS))
     if bad:
-        raise ValueError(f"label of case {case_id} holds values {bad} outside {LABELS}")
+        raise ValueError(f"label of {what} holds values {bad} outside {LABELS}")
     lookup = np.zeros(max(LABELS) + 1, dtype=np.uint8)
-    for value, ours in LABEL_MAPS[layout].items():
+    for value, ours in label_map.items():
         lookup[ours] = value
     return lookup[np.asarray(label).astype(np.uint8)]
 
@@ -79,7 +110,7 @@ def write_case(
         raise FileExistsError(f"{case_dir} already exists; write the dataset to a new or empty directory")
     partial = Path(root) / f".{case_id}.partial"
     files = {key: case_file(partial, case_id, key, layout) for key in shapes}
-    file_label = None if label is None else _file_labels(label, layout, case_id)
+    file_label = None if label is None else encode_labels(label, LABEL_MAPS[layout], f"case {case_id}")
     shutil.rmtree(partial, ignore_errors=True)  # left by a run that crashed while writing this case
     partial.mkdir(parents=True)
     try:

@@ -1,0 +1,198 @@
+"""Training presets: image size, network widths, optimizer, step counts and loss weights (the omegas).
+
+Three presets, chosen with ``mrisynth train --preset``:
+
+* ``paper``: Sec. 3.4 as printed. Adam, lr 1e-4, beta1 0.5, no weight decay, input dropout 0.1, ngf 64,
+  240 x 240 slices, batch size 1 (the paper's; with instance norm in every network a batch of 1 is
+  well defined, and it keeps the number of updates of "100 epochs" the paper's), every stage runs 100
+  epochs of the training split, all 12 modality pairs per step (exact sums).
+* ``demo``: the same recipe sized for a 2-core CPU and a phantom of about 10 cases: 96 x 96 slices
+  (2.5 mm in-plane), ngf 16, batch size 4 (amortizes the per-call overhead that dominates small
+  convolutions on CPU), 4 of the 12 modality pairs per step, lr 2e-4 (pix2pix's, with the same
+  beta1: the demo has a few thousand steps per stage, not 100 epochs), and a structural code 16
+  times smaller than f (6 x 6 x 16) instead of the paper's 4 times, so that DC_f sees the whole
+  brain from every code pixel. Step counts come from it/s measured on a quiet 2-core CPU with two
+  torch threads (structure about 6, synthesis about 1, segmentation about 5 it/s): 4000 + 900 +
+  1000 steps, about 11 + 15 + 4 minutes.
+* ``test``: 32 x 32 slices, ngf 4, 4 steps per stage, axial slices 2-9, for the unit tests (their
+  hand-made volumes have 12 slices).
+
+Loss weights. The paper names a weight per term but gives no values. We use one rule: adversarial,
+discriminator and distribution terms (1)-(4), (7), (8), (13), (14) weigh 1 (least-squares GAN as in
+pix2pix/CycleGAN); pixel-wise reconstruction and consistency terms (5), (6), (9), (10), (15), (16),
+(17) weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism); the
+semantic-code consistency terms (11), (18) weigh 1, as codes are unnormalized features whose
+consistency should not outweigh the images they must decode to; the segmentation terms (12), (19)
+weigh 1 (they train their own parameters only, and Adam is invariant to a constant scale).
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from models.networks import NetworkConfig
+from mrisynth.brats import SliceConfig
+from mrisynth.structure import DEFAULT_BETA, DEFAULT_EXPANSION
+
+STAGES: tuple[str, ...] = ("structure", "synthesis", "segmentation")
+"""The training stages, in the order they run (Fig. 1; segmentors of Sec. 2.7 last)."""
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The omegas of the paper, one per equation (see the module docstring for the values)."""
+
+    code_d_f: float = 1.0
+    d_f: float = 1.0
+    g_f: float = 1.0
+    normal: float = 1.0
+    reconstruction_f: float = 10.0
+    reconstruction_mask: float = 10.0
+    d_1: float = 1.0
+    g_1: float = 1.0
+    reconstruction: float = 10.0
+    cycle: float = 10.0
+    code_1: float = 1.0
+    lesion_1: float = 1.0
+    d_2: float = 1.0
+    g_2: float = 1.0
+    f: float = 10.0
+    lesion_2: float = 10.0
+    registration: float = 10.0
+    code_2: float = 1.0
+    segmentation: float = 1.0
+
+
+@dataclass(frozen=True)
+class StageSteps:
+    """Optimizer steps per stage (used when the preset gives no ``epochs``)."""
+
+    structure: int
+    synthesis: int
+    segmentation: int
+
+    def __post_init__(self) -> None:
+        if min(self.structure, self.synthesis, self.segmentation) < 1:
+            raise ValueError(f"every stage needs >= 1 step, got {self}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a training run needs besides the data, the output folder and the seed.
+
+    Attributes:
+        name: preset name, recorded in ``run.json``.
+        network: widths, dropout and lesion-guidance variant of every network.
+        image_size: side of the square training slices in pixels, a multiple of 8 (240 in the paper).
+        slices: axial slices and subject split of the slice cache (Sec. 3.1: slices 55-104, 9:1).
+        batch_size: samples per step, >= 1.
+        lr: Adam learning rate (Sec. 3.4: 1e-4).
+        beta1: Adam beta1 (Sec. 3.4: 0.5).
+        beta2: Adam beta2 (not given by the paper; Adam's default 0.999).
+        steps: optimizer steps per stage; give exactly one of ``steps`` and ``epochs``.
+        epochs: instead of ``steps``, each stage runs ``ceil(epochs * N_train / batch_size)`` steps (Sec. 3.4:
+            "100 epochs of the training dataset"), N_train being the training split's slice count.
+        pairs_per_step: modality pairs (j, i) drawn per step for the pair sums (7), (8), (10), (11),
+            (17), (18), 1 to 12; 12 means every pair (the exact sums).
+        soft_f_tau: temperature of the differentiable Algorithm 1 in loss (15), > 0.
+        beta: Algorithm 1 threshold (default 0.12).
+        mask_expansion: Algorithm 2 expansion p in pixels (default 5).
+        checkpoint_every: steps between checkpoints (and the most work a crash can lose).
+        log_every: steps between rows of ``losses.csv``.
+        weights: the loss weights.
+    """
+
+    name: str
+    network: NetworkConfig
+    image_size: int
+    slices: SliceConfig
+    batch_size: int
+    checkpoint_every: int
+    log_every: int
+    pairs_per_step: int
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    steps: StageSteps | None = None
+    epochs: float | None = None
+    soft_f_tau: float = 0.02
+    beta: float = DEFAULT_BETA
+    mask_expansion: int = DEFAULT_EXPANSION
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 8:
+            raise ValueError(f"image_size must be a positive multiple of 8, got {self.image_size}")
+        if self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("batch_size, checkpoint_every and log_every must be >= 1")
+        if not 1 <= self.pairs_per_step <= 12:
+            raise ValueError(f"pairs_per_step must be in [1, 12], got {self.pairs_per_step}")
+        if self.soft_f_tau <= 0:
+            raise ValueError(f"soft_f_tau must be > 0, got {self.soft_f_tau}")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+
+    def steps_for(self, stage: str, n_train: int) -> int:
+        """Number of optimizer steps of ``stage`` on a training split of ``n_train`` slices."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * n_train / self.batch_size))
+        steps: int = getattr(self.steps, stage)
+        return steps
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready description, as recorded in ``run.json``."""
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        name="paper",
+        network=NetworkConfig(ngf=64, dropout=0.1),
+        image_size=240,
+        slices=SliceConfig(start=55, stop=105, test_fraction=0.1, seed=0),
+        batch_size=1,
+        epochs=100.0,
+        checkpoint_every=2000,
+        log_every=100,
+        pairs_per_step=12,
+    ),
+    "demo": Preset(
+        name="demo",
+        network=NetworkConfig(ngf=16, dropout=0.1, structure_code_stride=16, structure_code_channels=16),
+        image_size=96,
+        slices=SliceConfig(start=55, stop=105, test_fraction=0.1, seed=0),
+        batch_size=4,
+        steps=StageSteps(structure=4000, synthesis=900, segmentation=1000),
+        checkpoint_every=100,
+        log_every=10,
+        pairs_per_step=4,
+        lr=2e-4,
+    ),
+    "test": Preset(
+        name="test",
+        network=NetworkConfig(ngf=4, dropout=0.1),
+        image_size=32,
+        slices=SliceConfig(start=2, stop=10, test_fraction=0.1, seed=0),
+        batch_size=2,
+        steps=StageSteps(structure=4, synthesis=4, segmentation=4),
+        checkpoint_every=2,
+        log_every=1,
+        pairs_per_step=4,
+    ),
+}
+"""The presets by name; ``dataclasses.replace`` one to override fields (the tests do)."""
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,167 @@
+"""Stage 2: reconstruction and translation (Sec. 2.4, Fig. 3) trained jointly with multimodal MRI
+synthesis (Sec. 2.5-2.6, Fig. 4), the critics updated on their own (Fig. 5); losses (7)-(18).
+
+Networks: EC, DC (shared by both halves), EC_r, the lesion guidance components of Sec. 2.7 (variant
+``NetworkConfig.lesion_variant``), and the critics D and FD. One step:
+
+* forward, Fig. 3 (real x_i): code_i = EC(x_i); x_r,i = DC(code_i, i); x_t,j,i = DC(code_j, i);
+  code_t,j,i = EC(x_t,j,i); x_cr,j,i = DC(code_t,i,j, i) (x_i to modality j and back);
+  label_r,i = SEG_i(x_i);
+* forward, Fig. 4: code_g = EC_r(fusion(f, label)); x_g,i = DC(code_g, i); code_g,i = EC(x_g,i);
+  x_gt,j,i = DC(code_g,j, i); label_g,i = SEG_i(x_g,i) with the segmentors frozen ("no learning"
+  in generation, Sec. 2.7); f_g,i = the differentiable Algorithm 1 of x_g,i (models.soft_structure);
+* update D (Fig. 5): D and FD with (7) + (13) on detached fakes;
+* freeze D and FD, update G: EC, DC, EC_r with (8)-(11), (14)-(18), the segmentors with (12) only
+  (real data only, Sec. 2.6).
+
+Pair sampling: the sums over ordered modality pairs (j, i) in (7), (8), (10), (11), (17), (18) run
+over ``preset.pairs_per_step`` pairs drawn uniformly without replacement each step
+(:func:`models.losses.sample_pairs`, scaled by 12 / #pairs, so unbiased; see that module for the
+second sum of (10)). Only the images the drawn pairs need are computed: x_t for the pairs and their
+reverses (for x_cr), x_cr and x_gt for the pairs. With 4 pairs a step runs about 12 EC and 16 DC
+passes instead of 20 and 44 with all 12, and the D passes drop from 20 to 12. Every network call
+batches its inputs across modalities and pairs (instance norm is per sample, so this is exact).
+"""
+
+from typing import ClassVar, cast
+
+import torch
+from torch import Tensor, nn
+
+from models import losses
+from models.fusion import fuse, label_to_onehot
+from models.losses import ALL_PAIRS, Pair
+from models.networks import LesionGuidance, condition_planes
+from models.presets import Preset
+from models.soft_structure import soft_structural_feature_map
+from models.stage import Stage, frozen
+from mrisynth.conventions import MODALITIES
+
+N = len(MODALITIES)
+
+
+class SynthesisStage(Stage):
+    """Joint reconstruction/translation and multimodal synthesis training (Figs. 3, 4 and 5)."""
+
+    name: ClassVar[str] = "synthesis"
+    loss_names: ClassVar[tuple[str, ...]] = (
+        "d_1",
+        "d_2",
+        "g_1",
+        "reconstruction",
+        "cycle",
+        "code_1",
+        "lesion_1",
+        "g_2",
+        "f",
+        "lesion_2",
+        "registration",
+        "code_2",
+    )
+
+    def __init__(self, networks: nn.ModuleDict, preset: Preset, device: torch.device) -> None:
+        super().__init__(networks, preset, device)
+        self.EC, self.DC, self.EC_r = networks["EC"], networks["DC"], networks["EC_r"]
+        self.D, self.FD = networks["D"], networks["FD"]
+        self.lesion = cast(LesionGuidance, networks["lesion"])
+        self.optimizers = {
+            "G": self.adam(self.EC, self.DC, self.EC_r, self.lesion),
+            "D": self.adam(self.D, self.FD),
+        }
+
+    def set_input(self, batch: dict[str, Tensor]) -> None:
+        """Take x_i (B, 1, H, W) per modality, its one-hot label, f and the label to fuse with it."""
+        self.x = list(batch["x"].split(1, dim=1))
+        self.label_x = label_to_onehot(batch["label_x"])
+        self.f = batch["f"]
+        self.label = label_to_onehot(batch["label"])
+        self.fusion = fuse(self.f, batch["label"])
+
+    def encode(self, images: list[Tensor]) -> list[Tensor]:
+        """EC on a list of (B, 1, H, W) images in one batched call -> list of (B, C, H/4, W/4)."""
+        return list(self.EC(torch.cat(images)).split(images[0].shape[0]))
+
+    def decode(self, codes: list[Tensor], modalities: list[int]) -> list[Tensor]:
+        """DC(code_k, onehot of modalities[k]) for every k, in one batched call -> list of (B, 1, H, W)."""
+        condition = torch.cat([condition_planes(m, c) for c, m in zip(codes, modalities, strict=True)])
+        return list(self.DC(torch.cat(codes), condition).split(codes[0].shape[0]))
+
+    def discriminate(self, images: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """D on a list of images in one call -> (real/fake maps, category maps), one per image."""
+        d, c = self.D(torch.cat(images))
+        size = images[0].shape[0]
+        return list(d.split(size)), list(c.split(size))
+
+    def forward(self) -> None:
+        """Figs. 3 and 4 for the pairs of this step (drawn here)."""
+        n = self.preset.pairs_per_step
+        self.pairs: list[Pair] = list(ALL_PAIRS) if n == len(ALL_PAIRS) else losses.sample_pairs(n)
+        self.forward_translation()
+        self.forward_synthesis()
+
+    def forward_translation(self) -> None:
+        """Fig. 3: reconstruction, translation and cycle-reconstruction of real MRI, label_r,i."""
+        self.code = self.encode(self.x)
+        self.x_r = self.decode(self.code, list(range(N)))
+        needed = sorted(set(self.pairs) | {(i, j) for j, i in self.pairs})
+        translated = self.decode([self.code[j] for j, _ in needed], [i for _, i in needed])
+        self.x_t = dict(zip(needed, translated, strict=True))
+        self.code_t = dict(zip(needed, self.encode([self.x_t[p] for p in needed]), strict=True))
+        cycled = self.decode([self.code_t[(i, j)] for j, i in self.pairs], [i for _, i in self.pairs])
+        self.x_cr = dict(zip(self.pairs, cycled, strict=True))
+        self.label_r = [self.lesion.segment(self.x[i], i) for i in range(N)]
+
+    def forward_synthesis(self) -> None:
+        """Fig. 4: x_g,i from the fusion map, their codes and translations, label_g,i and f_g,i."""
+        self.code_g = self.EC_r(self.fusion)
+        self.x_g = self.decode([self.code_g] * N, list(range(N)))
+        self.code_g_i = self.encode(self.x_g)
+        x_gt = self.decode([self.code_g_i[j] for j, _ in self.pairs], [i for _, i in self.pairs])
+        self.x_gt = dict(zip(self.pairs, x_gt, strict=True))
+        with frozen(self.lesion):
+            self.label_g = [self.lesion.segment(self.x_g[i], i) for i in range(N)]
+        beta, tau = self.preset.beta, self.preset.soft_f_tau
+        self.f_g = [soft_structural_feature_map(x, beta, tau) for x in self.x_g]
+
+    def loss_d(self) -> Tensor:
+        """Fig. 5: weighted (7) (translations negative, real codes positive) + (13) (real x positive,
+        synthetic x_g and code_g negative), on detached generator outputs."""
+        w, pairs = self.weights, self.pairs
+        fakes_t = [self.x_t[p].detach() for p in pairs]
+        d, c = self.discriminate([*self.x, *(x.detach() for x in self.x_g), *fakes_t])
+        fd_code = list(self.FD(torch.cat([code.detach() for code in self.code])).split(self.x[0].shape[0]))
+        d_t, c_t = dict(zip(pairs, d[2 * N :], strict=True)), dict(zip(pairs, c[2 * N :], strict=True))
+        self.losses["d_1"] = losses.loss_d_1(d_t, c_t, fd_code, pairs)
+        self.losses["d_2"] = losses.loss_d_2(
+            d[:N], c[:N], d[N : 2 * N], c[N : 2 * N], self.FD(self.code_g.detach())
+        )
+        return w.d_1 * self.losses["d_1"] + w.d_2 * self.losses["d_2"]
+
+    def loss_g(self) -> Tensor:
+        """Weighted (8)-(12) of Fig. 3 and (14)-(18) of Fig. 4, through the frozen critics."""
+        w, pairs = self.weights, self.pairs
+        d, c = self.discriminate([*self.x_g, *(self.x_t[p] for p in pairs)])
+        d_t, c_t = dict(zip(pairs, d[N:], strict=True)), dict(zip(pairs, c[N:], strict=True))
+        terms = {
+            "g_1": losses.loss_g_1(d_t, c_t, pairs),
+            "reconstruction": losses.loss_reconstruction(self.x, self.x_r),
+            "cycle": losses.loss_cycle(self.x, self.x_cr, pairs),
+            "code_1": losses.loss_code_1(self.code, self.code_t, pairs),
+            "lesion_1": losses.loss_lesion_1([self.label_x] * N, self.label_r),
+            "g_2": losses.loss_g_2(d[:N], c[:N], self.FD(self.code_g)),
+            "f": losses.loss_f(self.f, self.f_g),
+            "lesion_2": losses.loss_lesion_2(self.label, self.label_g),
+            "registration": losses.loss_registration(self.x_g, self.x_gt, pairs),
+            "code_2": losses.loss_code_2(self.code_g, self.code_g_i, pairs),
+        }
+        self.losses.update(terms)
+        return torch.stack([getattr(w, name) * value for name, value in terms.items()]).sum()
+
+    def optimize_parameters(self) -> None:
+        """Forward, update D and FD, then (critics frozen) update EC, DC, EC_r and the segmentors."""
+        with self.autocast():
+            self.forward()
+        self.step("D", self.loss_d)
+        with frozen(self.D, self.FD):
+            self.step("G", self.loss_g)
+        self.losses = {name: value.detach() for name, value in self.losses.items()}

@@ -1,0 +1,94 @@
+"""Fixtures shared by the test modules: a real redis-server, and a writer of training run directories."""
+
+import dataclasses
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a private redis-server on the loopback, started for the test session (no persistence)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH: apt-get install -y redis-server (as .ci/run does)")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            Redis.from_url(url).ping()
+            break
+        except RedisConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def write_run() -> Callable[..., Path]:
+    """A function that writes a training run directory as ``mrisynth train`` does, for export tests.
+
+    ``write(directory, networks, config, size, labels)`` saves ``run.json`` (the keys the export reads),
+    ``checkpoint.pt`` with the networks' state dict and ``lesion_library.npz`` with ``labels``.
+    """
+
+    def write(directory: Path, networks: Any, config: Any, size: int, labels: np.ndarray) -> Path:
+        import torch
+
+        directory.mkdir(parents=True, exist_ok=True)
+        info = {
+            "preset": {"name": "test", "beta": 0.12},
+            "network_config": dataclasses.asdict(config),
+            "image_size": [size, size],
+            "voxel_size_mm": [240 / size, 240 / size, 1.0],
+            "data": {"source": "random init"},
+            "command": "pytest",
+            "seed": 0,
+            "steps": {"structure": 0, "synthesis": 0, "segmentation": 0},
+            "final_losses": {},
+        }
+        (directory / "run.json").write_text(json.dumps(info))
+        torch.save({"networks": networks.state_dict()}, directory / "checkpoint.pt")
+        np.savez_compressed(directory / "lesion_library.npz", labels=labels)
+        return directory
+
+    return write

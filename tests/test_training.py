@@ -1,0 +1,212 @@
+"""Training stages, the differentiable Algorithm 1, checkpoint/resume and ``mrisynth train`` end to end.
+
+Everything runs on the CPU on hand-made data: three 48 x 48 x 12 cases (an ellipse brain with smooth
+modality-specific texture and a two-class lesion) written with ``mrisynth.brats.write_case``, trained
+with the ``test`` preset (32 x 32 slices, ngf 4). Stage tests overfit one fixed batch at lr 1e-3 so
+that a few steps lower the stage's reconstruction loss deterministically.
+"""
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.data import TrainingData, load_training_data
+from models.networks import define_networks
+from models.presets import STAGES, get_preset
+from models.segmentation_stage import SegmentationStage
+from models.soft_structure import soft_structural_feature_map
+from models.stage import Stage
+from models.structure_stage import StructureStage
+from models.synthesis_stage import SynthesisStage
+from mrisynth.brats import write_case
+from mrisynth.cli import main
+from mrisynth.conventions import LABELS, MODALITIES
+from mrisynth.structure import structural_feature_map
+
+SHAPE = (48, 48, 12)
+PRESET = get_preset("test")
+CPU = torch.device("cpu")
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.GaussianBlur(rng.normal(size=shape).astype(np.float32), (0, 0), 3.0)
+
+
+def _write_case(root: Path, index: int) -> None:
+    rng = np.random.default_rng(index)
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]].astype(np.float32)
+    brain = ((yy - 24) / rng.uniform(17, 21)) ** 2 + ((xx - 24) / rng.uniform(14, 19)) ** 2 <= 1
+    center = rng.uniform(18, 30, size=2)
+    distance = np.hypot(yy - center[0], xx - center[1])
+    images = {m: np.zeros(SHAPE, np.float32) for m in MODALITIES}
+    label = np.zeros(SHAPE, np.uint8)
+    for z in range(SHAPE[2]):
+        lesion = brain & (distance <= 4 + z % 3)
+        label[:, :, z] = np.where(lesion, np.where(distance <= 2, 1, 2), 0)
+        for k, modality in enumerate(MODALITIES):
+            tissue = 1.0 + 0.3 * k + _smooth(rng, SHAPE[:2]) + 0.2 * np.cos(xx / (3 + k))
+            tissue = (
+                tissue
+                + np.where(label[:, :, z] == 2, 0.8 - 0.4 * k, 0)
+                + np.where(label[:, :, z] == 1, -1, 0)
+            )
+            images[modality][:, :, z] = np.where(brain, np.maximum(tissue, 0.05), 0.0)
+    write_case(root, f"BraTS2021_{index:05d}", images, label, np.eye(4))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny networks gain nothing from a second thread, and lose a lot when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three labeled cases in BraTS 2021 layout: two train cases, one test case."""
+    root = tmp_path_factory.mktemp("brats")
+    for index in range(3):
+        _write_case(root, index)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(brats: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingData:
+    return load_training_data(brats, tmp_path_factory.mktemp("run") / "cache", PRESET)
+
+
+def _losses_over_steps(
+    stage_cls: type[Stage], data: TrainingData, steps: int, **overrides: Any
+) -> list[dict[str, float]]:
+    """Train a fresh stage ``steps`` times on one fixed batch of 4; the losses of every step."""
+    preset = dataclasses.replace(PRESET, lr=1e-3, **overrides)
+    torch.manual_seed(0)
+    networks = define_networks(preset.network)
+    stage = stage_cls(networks, preset, CPU)
+    stage.train()
+    batch = data.batch(4, np.random.default_rng(0), CPU)
+    history = []
+    for _ in range(steps):
+        stage.set_input(batch)
+        stage.optimize_parameters()
+        history.append(stage.current_losses())
+    return history
+
+
+def _falls(history: list[dict[str, float]], name: str, k: int = 3) -> bool:
+    values = [step[name] for step in history]
+    return float(np.mean(values[-k:])) < 0.95 * float(np.mean(values[:k]))
+
+
+def test_data_samples_shapes_and_lesion_library(data: TrainingData) -> None:
+    assert len(data) == 2 * (PRESET.slices.stop - PRESET.slices.start)
+    sample = data.sample(0, np.random.default_rng(0))
+    s = PRESET.image_size
+    assert sample["x"].shape == (4, s, s) and sample["f"].shape == sample["brain_mask"].shape == (1, s, s)
+    assert np.allclose(sample["x"].mean(axis=(1, 2)), 0, atol=1e-4)
+    assert set(np.unique(sample["f"])) <= {0.0, 1.0} and not np.any(sample["f"][0][sample["label_x"] > 0])
+    assert not np.any((sample["label"] > 0) & (sample["brain_mask"][0] == 0))
+    assert data.lesion_library.dtype == np.uint8 and data.lesion_library.shape[1:] == (s, s)
+    assert set(np.unique(data.lesion_library)) <= set(LABELS)
+    assert (data.lesion_library.reshape(len(data.lesion_library), -1).max(axis=1) > 0).all()
+
+
+def test_soft_algorithm_1_matches_numpy_at_small_tau(data: TrainingData) -> None:
+    images = np.asarray(data.cache.images[:4, :, :, :]).reshape(-1, 48, 48).astype(np.float64)
+    noise = np.random.default_rng(1).normal(size=(4, 40, 40))
+    for batch in (images, noise):
+        reference = structural_feature_map(batch)
+        soft = soft_structural_feature_map(torch.from_numpy(batch)[:, None], tau=1e-6)[:, 0].numpy()
+        assert np.mean(np.abs(soft - reference) > 0.5) < 1e-3
+        assert np.mean(np.abs(soft - reference)) < 1e-3
+    x = torch.from_numpy(images[:2]).float()[:, None].requires_grad_()
+    soft_map = soft_structural_feature_map(x, tau=0.02)
+    assert float(soft_map.detach().min()) >= 0.0 and float(soft_map.detach().max()) <= 1.0
+    soft_map.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_structure_stage_lowers_reconstruction_f(data: TrainingData) -> None:
+    history = _losses_over_steps(StructureStage, data, steps=20)
+    assert _falls(history, "reconstruction_f")
+    assert all(np.isfinite(list(step.values())).all() for step in history)
+
+
+def test_synthesis_stage_lowers_reconstruction(data: TrainingData) -> None:
+    history = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=12)
+    assert _falls(history, "reconstruction")
+    assert set(history[-1]) == set(SynthesisStage.loss_names)
+
+
+def test_synthesis_losses_fall_with_pair_sampling(data: TrainingData) -> None:
+    history = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=3)
+    for name in ("reconstruction", "cycle", "f"):
+        assert _falls(history, name), name
+
+
+def test_segmentation_stage_lowers_segmentation_loss(data: TrainingData) -> None:
+    history = _losses_over_steps(SegmentationStage, data, steps=40)
+    assert _falls(history, "segmentation")
+
+
+def _train(brats: Path, out: Path, *extra: str) -> None:
+    main(["train", "--data", str(brats), "--out", str(out), "--preset", "test", "--seed", "3", *extra])
+
+
+def _rows(path: Path) -> list[tuple[str, str]]:
+    with path.open(newline="") as stream:
+        return [(row["stage"], row["step"]) for row in csv.DictReader(stream)]
+
+
+def test_cli_writes_run_directory_and_resume_matches_uninterrupted_run(
+    brats: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    _train(brats, full)
+    for name in ("run.json", "checkpoint.pt", "losses.csv", "lesion_library.npz"):
+        assert (full / name).is_file(), name
+    record = json.loads((full / "run.json").read_text())
+    assert record["preset"]["name"] == "test" and record["seed"] == 3
+    assert record["image_size"] == [32, 32] and record["voxel_size_mm"] == [1.5, 1.5, 1.0]
+    assert record["command"].startswith("mrisynth train --data")
+    assert record["stages_completed"] == list(STAGES)
+    assert record["network_config"]["ngf"] == PRESET.network.ngf
+    library = np.load(full / "lesion_library.npz")["labels"]
+    assert library.dtype == np.uint8 and library.ndim == 3 and library.shape[1:] == (32, 32)
+    checkpoint = torch.load(full / "checkpoint.pt", weights_only=False)
+    expected_keys = define_networks(PRESET.network).state_dict().keys()
+    assert checkpoint["networks"].keys() == expected_keys
+
+    original = SynthesisStage.optimize_parameters
+    calls = {"n": 0}
+
+    def crash_on_third_step(self: SynthesisStage) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(SynthesisStage, "optimize_parameters", crash_on_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        _train(brats, interrupted)
+    saved = torch.load(interrupted / "checkpoint.pt", weights_only=False)
+    assert (saved["stage"], saved["step"]) == ("synthesis", PRESET.checkpoint_every)
+    monkeypatch.setattr(SynthesisStage, "optimize_parameters", original)
+    with pytest.raises(SystemExit):
+        _train(brats, interrupted)
+    _train(brats, interrupted, "--resume")
+
+    assert _rows(interrupted / "losses.csv") == _rows(full / "losses.csv")
+    resumed = torch.load(interrupted / "checkpoint.pt", weights_only=False)["networks"]
+    for key, value in checkpoint["networks"].items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -1,0 +1,199 @@
+"""The RQ jobs of a dataset request (issue 4): chunk jobs synthesize, one assembly job bundles.
+
+A request for n samples becomes ``ceil(n / chunk_size)`` chunk jobs and one assembly job that depends
+on all of them (RQ's own dependencies). Chunk c makes the samples ``c * chunk_size ...`` of the request;
+sample k depends only on (artifacts, request, seed, k) (:func:`worker.pipeline.synthesize`), so the
+chunk's seeds derive from the request's seed and its first index, and any number of workers on any
+number of hosts, with any chunk size, make the same dataset.
+
+A chunk saves its samples with :func:`worker.chunks.save_chunk` (atomic), and a chunk that finds its
+file already there returns at once. So a worker killed mid-chunk (``kill -9``) loses nothing and
+duplicates nothing: RQ retries the abandoned chunk (``Retry``), which starts over and writes the same
+file, and the assembly job reads each chunk file exactly once, in order.
+
+Jobs are plain functions of JSON arguments (RQ's JSON serializer); progress goes to ``job.meta``.
+"""
+
+import dataclasses
+import logging
+import shutil
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from redis import Redis
+from rq import Queue, Retry, get_current_job
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from mrisynth.settings import Settings, get_settings
+from worker.bundle import BundleWriter
+from worker.bundle_layout import BundleOptions
+from worker.chunks import load_chunk, save_chunk
+from worker.pipeline import AcceptanceError, SynthesisProgress, synthesize
+from worker.request import SynthesisRequest
+from worker.sessions import Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+class DatasetSpec(BaseModel):
+    """Everything the jobs of one dataset need, JSON-ready (the job arguments).
+
+    Attributes:
+        dataset_id: the dataset's id: letters, digits, ``-`` and ``_``.
+        n: samples requested, >= 1.
+        seed: the request's seed, >= 0.
+        request: what to synthesize.
+        bundle: how to lay out the bundle.
+        chunk_size: samples per chunk job, >= 1.
+        allow_short: when a sample is not accepted within its attempt bound, deliver the samples
+            made so far instead of failing the dataset.
+    """
+
+    dataset_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    n: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    request: SynthesisRequest = SynthesisRequest()
+    bundle: BundleOptions = BundleOptions()
+    chunk_size: int = Field(default=16, ge=1)
+    allow_short: bool = False
+
+    def chunks(self) -> list[range]:
+        """Sample indices of each chunk, in order."""
+        return [
+            range(start, min(start + self.chunk_size, self.n)) for start in range(0, self.n, self.chunk_size)
+        ]
+
+
+def dataset_dir(settings: Settings, dataset_id: str) -> Path:
+    """Folder of a dataset's chunk files and bundle."""
+    return settings.data_dir / "datasets" / dataset_id
+
+
+def bundle_path(settings: Settings, dataset_id: str) -> Path:
+    """The dataset's finished bundle zip."""
+    return dataset_dir(settings, dataset_id) / f"{dataset_id}.zip"
+
+
+def _chunk_path(settings: Settings, dataset_id: str, chunk: int) -> Path:
+    return dataset_dir(settings, dataset_id) / "chunks" / f"{chunk:05d}.npz"
+
+
+def chunk_job_id(dataset_id: str, chunk: int) -> str:
+    """RQ job id of a chunk job."""
+    return f"{dataset_id}_chunk_{chunk:05d}"
+
+
+def assembly_job_id(dataset_id: str) -> str:
+    """RQ job id of a dataset's assembly job."""
+    return f"{dataset_id}_assemble"
+
+
+def dataset_queue(connection: Redis, settings: Settings | None = None) -> Queue:
+    """The synthesis queue, with RQ's JSON serializer (job arguments are plain JSON)."""
+    return Queue((settings or get_settings()).queue, connection=connection, serializer=JSONSerializer)
+
+
+@cache
+def loaded_synthesizer(artifacts_dir: Path) -> Synthesizer:
+    """The artifacts' ONNX sessions, opened once per process."""
+    return Synthesizer.load(artifacts_dir)
+
+
+def enqueue_dataset(queue: Queue, spec: DatasetSpec, settings: Settings | None = None) -> Job:
+    """Queue the chunk jobs of a dataset and its assembly job; returns the assembly job.
+
+    Chunk jobs are retried ``settings.chunk_retries`` times when their worker dies; the assembly job
+    starts when every chunk job has finished.
+    """
+    settings = settings or get_settings()
+    arguments = spec.model_dump(mode="json")
+    chunk_jobs = queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                run_chunk,
+                args=(arguments, chunk),
+                job_id=chunk_job_id(spec.dataset_id, chunk),
+                timeout=settings.chunk_timeout_s,
+                retry=Retry(max=settings.chunk_retries),
+                meta={"progress": SynthesisProgress(requested=len(indices)).model_dump(mode="json")},
+            )
+            for chunk, indices in enumerate(spec.chunks())
+        ]
+    )
+    return queue.enqueue(
+        assemble_dataset,
+        arguments,
+        job_id=assembly_job_id(spec.dataset_id),
+        depends_on=chunk_jobs,
+        job_timeout=settings.chunk_timeout_s,
+    )
+
+
+def run_chunk(arguments: dict, chunk: int) -> dict:
+    """Chunk job: synthesize the chunk's samples and save them; returns the chunk's counters (JSON).
+
+    Progress (:class:`~worker.pipeline.SynthesisProgress`) is kept in ``job.meta["progress"]`` after
+    every batch. A sample that is not accepted within its attempt bound ends the chunk short: the
+    samples made so far are saved with the reason, and the assembly job decides (``allow_short``).
+    """
+    spec, settings, job = DatasetSpec.model_validate(arguments), get_settings(), get_current_job()
+    path = _chunk_path(settings, spec.dataset_id, chunk)
+    if path.exists():
+        log.info("chunk %d of %s was saved before this retry", chunk, spec.dataset_id)
+        return load_chunk(path)[1].model_dump(mode="json")
+    indices = spec.chunks()[chunk]
+
+    def report(progress: SynthesisProgress) -> None:
+        if job is not None:
+            job.meta["progress"] = progress.model_dump(mode="json")
+            job.save_meta()
+
+    synthesizer = loaded_synthesizer(settings.artifacts_dir)
+    try:
+        result = synthesize(
+            synthesizer,
+            spec.request,
+            spec.seed,
+            len(indices),
+            settings.batch_size,
+            first_index=indices.start,
+            progress=report,
+        )
+        short = None
+    except AcceptanceError as error:
+        result, short = error.result, str(error)
+    report(result.progress)
+    save_chunk(path, result.samples, result.progress, short)
+    return result.progress.model_dump(mode="json")
+
+
+def assemble_dataset(arguments: dict) -> dict:
+    """Assembly job: stream every chunk's samples, in order, into the bundle zip; remove the chunks.
+
+    Returns:
+        The bundle's path, sample count and whether it is short (JSON).
+
+    Raises:
+        RuntimeError: a chunk stopped short and the request does not allow a short dataset; the
+            message says the acceptance rate and which threshold to relax.
+    """
+    spec, settings = DatasetSpec.model_validate(arguments), get_settings()
+    chunks = [_chunk_path(settings, spec.dataset_id, c) for c in range(len(spec.chunks()))]
+    shortfalls = [short for _, _, short in map(load_chunk, chunks) if short]
+    if shortfalls and not spec.allow_short:
+        raise RuntimeError(shortfalls[0])
+    manifest = loaded_synthesizer(settings.artifacts_dir).manifest
+    options = dataclasses.replace(
+        spec.bundle, modalities=spec.request.modalities, voxel_size_mm=manifest.voxel_size_mm
+    )
+    hashes = {name: entry.sha256 for name, entry in manifest.files().items()}
+    out = bundle_path(settings, spec.dataset_id)
+    with BundleWriter(out, options, request=arguments, seed=spec.seed, artifacts=hashes) as bundle:
+        for chunk in chunks:
+            for sample in load_chunk(chunk)[0]:
+                bundle.add(sample)
+    shutil.rmtree(chunks[0].parent)
+    log.info("dataset %s: %d samples in %s", spec.dataset_id, len(bundle), out)
+    return {"path": str(out), "samples": len(bundle), "short": bool(shortfalls)}
