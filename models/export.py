@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from models.export_onnx import PARITY_TOLERANCE, check_parity, export_network, worker_networks
@@ -60,6 +60,18 @@ class PresetInfo(BaseModel):
     beta: float = DEFAULT_BETA
 
 
+class DataInfo(BaseModel):
+    """The part of ``run.json``'s data description the export needs.
+
+    Attributes:
+        structure_density: mean of the real structural feature maps f (fraction of edge pixels).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    structure_density: float = Field(gt=0, lt=1)
+
+
 class RunInfo(BaseModel):
     """``run.json`` of a training run, as ``models.trainer`` writes it; keys the export does not use are
     ignored.
@@ -82,7 +94,7 @@ class RunInfo(BaseModel):
     network_config: dict[str, Any]
     image_size: tuple[int, int]
     voxel_size_mm: tuple[float, float, float]
-    data: dict[str, Any]
+    data: DataInfo
     command: str
     seed: int
     steps: dict[str, int]
@@ -211,6 +223,33 @@ def _export_networks(run: TrainingRun, directory: Path, tolerance: float) -> dic
     return entries
 
 
+CALIBRATION_CODES = 256
+"""Codes drawn from N(0, 1) to calibrate the binarization level of DC_f's maps."""
+
+
+def structure_probability(run: TrainingRun) -> float:
+    """The level at which DC_f's maps of N(0, 1) codes have the real maps' edge density.
+
+    DC_f is trained with the mean squared error (5) on sparse binary maps, so its outputs are edge
+    probabilities that rarely reach 0.5 where the real maps are uncertain. The level is the
+    ``1 - structure_density`` quantile of DC_f's output over ``CALIBRATION_CODES`` codes (seed 0).
+    """
+    generator = torch.Generator().manual_seed(0)
+    height, width = run.info.image_size
+    stride = run.config.structure_code_stride
+    codes = torch.randn(
+        CALIBRATION_CODES,
+        run.config.structure_code_channels,
+        height // stride,
+        width // stride,
+        generator=generator,
+    )
+    with torch.no_grad():
+        maps = run.networks["DC_f"](codes)
+    level = float(torch.quantile(maps.flatten(), 1.0 - run.info.data.structure_density))
+    return min(max(level, 1e-3), 1.0 - 1e-3)
+
+
 def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionLibraryEntry) -> Manifest:
     info, config = run.info, run.config
     height, width = info.image_size
@@ -233,6 +272,7 @@ def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionL
             structure_mae=DEFAULT_MAE_THRESHOLD,
             dice=DEFAULT_DICE_THRESHOLD,
             probability=DEFAULT_PROBABILITY_THRESHOLD,
+            structure_probability=structure_probability(run),
         ),
         networks=networks,
         segmentors={m: segmentor_name(m) for m in MODALITIES},
@@ -241,7 +281,7 @@ def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionL
             preset=info.preset.name,
             command=info.command,
             seed=info.seed,
-            data=info.data,
+            data=info.data.model_dump(),
             steps=info.steps,
             final_losses=info.final_losses,
         ),

@@ -19,8 +19,11 @@ Three presets, chosen with ``mrisynth train --preset``:
 
 Loss weights. The paper names a weight per term but gives no values. We use one rule: adversarial,
 discriminator and distribution terms (1)-(4), (7), (8), (13), (14) weigh 1 (least-squares GAN as in
-pix2pix/CycleGAN); pixel-wise reconstruction and consistency terms (5), (6), (9), (10), (15), (16),
-(17) weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism); the
+pix2pix/CycleGAN); pixel-wise reconstruction and consistency terms (6), (9), (10), (15), (16), (17)
+weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism), except the
+structure map reconstruction (5), which weighs 100: f is sparse (about 8 % edge pixels), so its mean
+squared error is small, and at 10 the code discriminator FD_f won and the code carried almost nothing
+(posterior sigma 0.95, decoded maps the average brain); the
 semantic-code consistency terms (11), (18) weigh 1, as codes are unnormalized features whose
 consistency should not outweigh the images they must decode to; the segmentation terms (12), (19)
 weigh 1 (they train their own parameters only, and Adam is invariant to a constant scale).
@@ -46,7 +49,7 @@ class LossWeights:
     d_f: float = 1.0
     g_f: float = 1.0
     normal: float = 1.0
-    reconstruction_f: float = 10.0
+    reconstruction_f: float = 100.0
     reconstruction_mask: float = 10.0
     d_1: float = 1.0
     g_1: float = 1.0

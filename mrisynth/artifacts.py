@@ -89,13 +89,16 @@ class Thresholds(_Frozen):
         beta: Algorithm 1 pixel threshold.
         structure_mae: Algorithm 3 acceptance threshold on the MAE between the two brain masks.
         dice: Sec. 2.8 lesion filter, minimum Dice of the segmentors on a synthetic sample.
-        probability: binarization level of probability maps (f, the brain mask, label probabilities).
+        probability: binarization level of probability maps (the brain mask, label probabilities).
+        structure_probability: binarization level of DC_f's generated maps, calibrated by the export
+            so that they have the edge density of the real training maps (``mrisynth export``).
     """
 
     beta: float = Field(gt=0)
     structure_mae: float = Field(gt=0)
     dice: float = Field(gt=0, le=1)
     probability: float = Field(gt=0, lt=1)
+    structure_probability: float = Field(gt=0, lt=1)
 
 
 class Training(_Frozen):

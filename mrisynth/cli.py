@@ -78,6 +78,25 @@ def _train(args: argparse.Namespace) -> None:
     log.info("trained %s in %s", ", ".join(options.stages), args.out)
 
 
+def _synthesize(args: argparse.Namespace) -> None:
+    from mrisynth.settings import get_settings
+    from worker.bundle_layout import BundleLayout, BundleOptions
+    from worker.jobs import DatasetSpec
+    from worker.local import synthesize_bundle
+    from worker.request import RequestThresholds, SynthesisRequest
+
+    request = SynthesisRequest(
+        modalities=tuple(args.modalities),
+        lesion_source=args.lesion_source,
+        thresholds=RequestThresholds(structure_mae=args.structure_mae, dice=args.dice),
+    )
+    options = BundleOptions(
+        layout=BundleLayout(args.layout), extras=True, previews=args.previews, montage_samples=args.montage
+    )
+    spec = DatasetSpec(dataset_id="local", n=args.n, seed=args.seed, request=request, bundle=options)
+    synthesize_bundle(args.artifacts or get_settings().artifacts_dir, spec, args.out)
+
+
 def _worker(args: argparse.Namespace) -> None:
     from mrisynth.settings import get_settings
     from worker.runner import run_worker
@@ -144,6 +163,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
+    synth = commands.add_parser(
+        "synthesize", help="synthesize a dataset in this process (no Redis) into a zip"
+    )
+    synth.add_argument("--artifacts", type=Path, default=None, help="artifacts (default: the committed demo)")
+    synth.add_argument("--n", type=int, default=8, help="samples (default 8)")
+    synth.add_argument("--seed", type=int, default=0, help="seed; same seed, same samples")
+    synth.add_argument("--out", type=Path, required=True, help="bundle zip to write")
+    synth.add_argument("--modalities", nargs="+", default=list(MODALITIES), help="default: all four")
+    synth.add_argument("--lesion-source", default="library", help="library (default), none, or label files")
+    synth.add_argument("--layout", choices=("brats", "brats2023", "nnunet"), default="brats")
+    synth.add_argument("--structure-mae", type=float, help="Algorithm 3 threshold (default: the manifest's)")
+    synth.add_argument("--dice", type=float, help="lesion-filter Dice threshold (default: the manifest's)")
+    synth.add_argument("--previews", action="store_true", help="a PNG preview per sample")
+    synth.add_argument("--montage", type=int, default=4, help="samples in montage.png (default 4)")
+    synth.set_defaults(run=_synthesize)
+
     worker = commands.add_parser(
         "worker", help="run a synthesis worker on REDIS_URL's queue (settings: MRISYNTH_* variables)"
     )
@@ -161,5 +196,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.argv = argv
     try:
         args.run(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         parser.exit(2, f"mrisynth {args.command}: error: {error}\n")

@@ -63,15 +63,35 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module: tiny networks gain nothing from a second thread, and OpenMP
+    spin-waits lose a lot when other processes share the 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def write_run() -> Callable[..., Path]:
     """A function that writes a training run directory as ``mrisynth train`` does, for export tests.
 
-    ``write(directory, networks, config, size, labels)`` saves ``run.json`` (the keys the export reads),
-    ``checkpoint.pt`` with the networks' state dict and ``lesion_library.npz`` with ``labels``.
+    ``write(directory, networks, config, size, labels, structure_density=0.08)`` saves ``run.json`` (the
+    keys the export reads), ``checkpoint.pt`` with the networks' state dict and ``lesion_library.npz``
+    with ``labels``.
     """
 
-    def write(directory: Path, networks: Any, config: Any, size: int, labels: np.ndarray) -> Path:
+    def write(
+        directory: Path,
+        networks: Any,
+        config: Any,
+        size: int,
+        labels: np.ndarray,
+        structure_density: float = 0.08,
+    ) -> Path:
         import torch
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -80,7 +100,7 @@ def write_run() -> Callable[..., Path]:
             "network_config": dataclasses.asdict(config),
             "image_size": [size, size],
             "voxel_size_mm": [240 / size, 240 / size, 1.0],
-            "data": {"source": "random init"},
+            "data": {"source": "random init", "structure_density": structure_density},
             "command": "pytest",
             "seed": 0,
             "steps": {"structure": 0, "synthesis": 0, "segmentation": 0},

@@ -154,7 +154,7 @@ def test_layout_names_dtypes_geometry_and_values(layout: BundleLayout, tmp_path:
             np.testing.assert_array_equal(seg.reshape(SHAPE), remapped)
             assert set(np.unique(seg).tolist()) == set(FILE_LABELS[layout].values())
             preview = _read_png(zf, files["preview"])
-            assert preview.shape[1] == 6 * SHAPE[1]  # 4 modalities, label overlay, structure
+            assert preview.shape[1] == 7 * SHAPE[1]  # 4 modalities, label overlay, structure, brain mask
         montage = _read_png(zf, "montage.png")
         assert montage.shape == (preview.shape[0] + SHAPE[0], *preview.shape[1:])  # montage_samples=2 rows
     label_voxels = {name: 0 for name in ("background", "necrotic core", "edema", "enhancing tumor")}

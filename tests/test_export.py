@@ -5,7 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -45,13 +45,7 @@ def make_run(directory: Path, write_run: Callable[..., Path], variant: str = "4S
     return networks.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks gain nothing from threads, and OpenMP spin-waits are slow on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +83,7 @@ def test_cli_export_writes_a_valid_manifest(exported: tuple[Path, nn.ModuleDict]
     assert manifest.segmentors == {m: f"SEG_{m}" for m in MODALITIES}
     assert manifest.lesion_library.count == 5
     assert manifest.training.preset == "test" and manifest.training.command == "pytest"
-    assert manifest.training.data == {"source": "random init"}
+    assert manifest.training.data == {"source": "random init", "structure_density": 0.08}
     raw = json.loads((directory / MANIFEST_NAME).read_text())
     assert list(raw) == [
         "format_version", "image_size", "voxel_size_mm", "modalities", "labels", "lesion_guidance",
@@ -288,7 +282,7 @@ def test_run_info_reads_what_the_trainer_writes() -> None:
         "network_config": config,
         "image_size": [96, 96],
         "voxel_size_mm": [2.5, 2.5, 1.0],
-        "data": {"cases": 10},
+        "data": {"cases": 10, "structure_density": 0.08},
         "command": "mrisynth train --preset demo",
         "seed": 3,
         "device": "cpu",
@@ -298,3 +292,14 @@ def test_run_info_reads_what_the_trainer_writes() -> None:
     info = RunInfo.model_validate(record)
     assert (info.preset.name, info.preset.beta, info.network_config) == ("demo", 0.2, config)
     assert info.final_losses["structure"] == {"d_f": 0.25, "normal": 0.5}
+
+
+def test_structure_probability_gives_generated_maps_the_real_edge_density(
+    exported: tuple[Path, nn.ModuleDict],
+) -> None:
+    directory, _ = exported
+    manifest = load_manifest(directory)
+    session = ort.InferenceSession(str(directory / "DC_f.onnx"), providers=["CPUExecutionProvider"])
+    codes = np.random.default_rng(1).standard_normal((64, *manifest.structure_code_shape)).astype(np.float32)
+    maps = session.run(None, {"code": codes})[0]
+    assert abs(float((maps > manifest.thresholds.structure_probability).mean()) - 0.08) < 0.02

@@ -62,7 +62,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, write_run: Callable[...,
         mask_head.bias.fill_(4.0)
         segmentor_head.weight.mul_(10.0)
         segmentor_head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
-    write_run(run, networks, config, SIZE, _library())
+    write_run(run, networks, config, SIZE, _library(), structure_density=0.5)
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
     export_run(run, out)
     return out

@@ -9,7 +9,6 @@ that a few steps lower the stage's reconstruction loss deterministically.
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +61,7 @@ def _write_case(root: Path, index: int) -> None:
     write_case(root, f"BraTS2021_{index:05d}", images, label, np.eye(4))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny networks gain nothing from a second thread, and lose a lot when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

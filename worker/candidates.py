@@ -6,8 +6,9 @@ structural code, stream 1 the lesions. onnxruntime computes each batch item inde
 others, so a candidate's outcome is a pure function of (artifacts, request, seed, k, a), whatever
 batch it is evaluated in. For B candidates and M requested modalities, :func:`evaluate` runs
 
-1. codes ~ N(0, 1) (B, 4, H/4, W/4); DC_f -> f = DC_f(code) > p (B, H, W); MG -> brain mask
-   MG(f) > p, with p the manifest's probability threshold (Sec. 2.3);
+1. codes ~ N(0, 1) of the manifest's structure code shape; DC_f -> f = DC_f(code) > p_f (B, H, W),
+   with p_f the manifest's calibrated ``structure_probability``; MG -> brain mask MG(f) > p, with p
+   its ``probability`` (Sec. 2.3);
 2. Algorithm 3: ``structure_mae(f, mask) <= structure_mae`` (Sec. 2.8);
 3. for the kept maps, lesion fitting (:func:`worker.lesions.fit_lesions`, Sec. 2.5 and 2.8);
 4. for the fitted ones, B' <= B: the fusion map (B', 4, H, W), EC_r -> code (B', C, H/4, W/4), DC on
@@ -90,7 +91,8 @@ class Plan:
         structure_mae: Algorithm 3 threshold.
         dice: lesion-filter threshold on the mean whole-tumor Dice.
         lesion_free_fraction: lesion-filter tolerance for healthy samples.
-        probability: binarization level of DC_f's and MG's outputs.
+        probability: binarization level of MG's output.
+        structure_probability: binarization level of DC_f's output (calibrated by the export).
         pool: uint8 (N, H, W) labels to draw lesions from, or None for healthy samples.
         controls: lesion augmentation and count.
         lesion_draws: lesion draws per candidate.
@@ -102,6 +104,7 @@ class Plan:
     dice: float
     lesion_free_fraction: float
     probability: float
+    structure_probability: float
     pool: np.ndarray | None
     controls: LesionControls
     lesion_draws: int
@@ -135,6 +138,7 @@ def make_plan(synthesizer: Synthesizer, request: SynthesisRequest, seed: int) ->
         dice=defaults.dice if asked.dice is None else asked.dice,
         lesion_free_fraction=asked.lesion_free_fraction,
         probability=manifest.thresholds.probability,
+        structure_probability=manifest.thresholds.structure_probability,
         pool=pool,
         controls=request.lesion,
         lesion_draws=request.bounds.lesion_draws,
@@ -188,7 +192,7 @@ def _structures(
         rngs = [candidate_rng(plan.seed, k, a, CODE_STREAM) for k, a in keys]
         codes = np.stack([rng.standard_normal(shape, dtype=np.float32) for rng in rngs])
     with clock("DC_f"):
-        f = (synthesizer.run("DC_f", code=codes)[:, 0] > plan.probability).astype(np.float32)
+        f = (synthesizer.run("DC_f", code=codes)[:, 0] > plan.structure_probability).astype(np.float32)
     with clock("MG"):
         masks = synthesizer.run("MG", f=f[:, None])[:, 0] > plan.probability
     with clock("algorithm3"):

@@ -26,6 +26,7 @@ from rq import Queue, Retry, get_current_job
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from mrisynth.artifacts import Manifest
 from mrisynth.settings import Settings, get_settings
 from worker.bundle import BundleWriter
 from worker.bundle_layout import BundleOptions
@@ -64,6 +65,15 @@ class DatasetSpec(BaseModel):
         return [
             range(start, min(start + self.chunk_size, self.n)) for start in range(0, self.n, self.chunk_size)
         ]
+
+
+def open_bundle(out: Path, spec: DatasetSpec, manifest: Manifest) -> BundleWriter:
+    """A bundle writer for the spec's samples: its modalities, the artifacts' voxel size and hashes."""
+    options = dataclasses.replace(
+        spec.bundle, modalities=spec.request.modalities, voxel_size_mm=manifest.voxel_size_mm
+    )
+    hashes = {name: entry.sha256 for name, entry in manifest.files().items()}
+    return BundleWriter(out, options, request=spec.model_dump(mode="json"), seed=spec.seed, artifacts=hashes)
 
 
 def dataset_dir(settings: Settings, dataset_id: str) -> Path:
@@ -185,12 +195,8 @@ def assemble_dataset(arguments: dict) -> dict:
     if shortfalls and not spec.allow_short:
         raise RuntimeError(shortfalls[0])
     manifest = loaded_synthesizer(settings.artifacts_dir).manifest
-    options = dataclasses.replace(
-        spec.bundle, modalities=spec.request.modalities, voxel_size_mm=manifest.voxel_size_mm
-    )
-    hashes = {name: entry.sha256 for name, entry in manifest.files().items()}
     out = bundle_path(settings, spec.dataset_id)
-    with BundleWriter(out, options, request=arguments, seed=spec.seed, artifacts=hashes) as bundle:
+    with open_bundle(out, spec, manifest) as bundle:
         for chunk in chunks:
             for sample in load_chunk(chunk)[0]:
                 bundle.add(sample)

@@ -8,12 +8,13 @@ from worker.bundle_layout import BundleSample
 
 
 def preview_titles(modalities: tuple[str, ...]) -> list[str]:
-    """Column titles of a preview row: the modalities, ``label`` and ``structure``."""
-    return [*modalities, "label", "structure"]
+    """Column titles of a preview row: the modalities, ``label``, ``structure`` and ``brain mask``."""
+    return [*modalities, "label", "structure", "brain mask"]
 
 
 def preview_row(sample: BundleSample, modalities: tuple[str, ...]) -> list[np.ndarray]:
-    """Tiles of one sample: each modality, the label over FLAIR (else the first modality), the structure.
+    """Tiles of one sample: each modality, the label over FLAIR (else the first modality), the
+    structural feature map f and the brain mask.
 
     Args:
         sample: the sample; its arrays are (H, W).
@@ -24,8 +25,8 @@ def preview_row(sample: BundleSample, modalities: tuple[str, ...]) -> list[np.nd
     """
     grays = [to_gray(sample.images[m]) for m in modalities]
     under = grays[modalities.index("flair")] if "flair" in modalities else grays[0]
-    structure = np.clip(np.asarray(sample.f, np.float32), 0.0, 1.0) * 255.0
-    return [*grays, overlay_label(under, np.asarray(sample.label)), structure.astype(np.uint8)]
+    maps = [(np.asarray(binary) > 0).astype(np.uint8) * 255 for binary in (sample.f, sample.brain_mask)]
+    return [*grays, overlay_label(under, np.asarray(sample.label)), *maps]
 
 
 def preview_png(

@@ -57,6 +57,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         serializer=JSONSerializer,
         job_monitoring_interval=settings.job_monitoring_interval_s,
         maintenance_interval=settings.maintenance_interval_s,
+        # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance runs.
+        worker_ttl=settings.maintenance_interval_s + 15,
         heartbeat_grace_s=settings.heartbeat_grace_s,
     )
     log.info("worker %s on queue %s, artifacts %s", worker.name, settings.queue, settings.artifacts_dir)
