@@ -23,8 +23,8 @@ from mrisynth.conventions import LABELS, MODALITIES
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
 from mrisynth.structure import structural_feature_map
 from worker.bundle_layout import BundleOptions
-from worker.jobs import DatasetSpec, bundle_path, chunk_job_id, dataset_queue, enqueue_dataset
-from worker.request import RequestThresholds, SynthesisRequest
+from worker.jobs import DatasetSpec, bundle_path, cancel_dataset, chunk_job_id, dataset_queue, enqueue_dataset
+from worker.request import AttemptBounds, RequestThresholds, SynthesisRequest
 
 SEED = 3
 
@@ -101,24 +101,37 @@ def _request() -> SynthesisRequest:
     return SynthesisRequest(thresholds=RequestThresholds(dice=0.0))
 
 
-def _submit(settings: Settings, dataset_id: str, n: int, seed: int, chunk_size: int) -> Job:
+def _submit(
+    settings: Settings,
+    dataset_id: str,
+    n: int,
+    seed: int,
+    chunk_size: int,
+    request: SynthesisRequest | None = None,
+    allow_short: bool = False,
+) -> Job:
     spec = DatasetSpec(
         dataset_id=dataset_id,
         n=n,
         seed=seed,
-        request=_request(),
+        request=request or _request(),
         bundle=BundleOptions(extras=True),
         chunk_size=chunk_size,
+        allow_short=allow_short,
     )
     return enqueue_dataset(dataset_queue(Redis.from_url(settings.redis_url), settings), spec, settings)
 
 
-def _finish(job: Job, timeout_s: float = 300) -> None:
+def _end(job: Job, timeout_s: float = 300) -> JobStatus:
     deadline = time.monotonic() + timeout_s
     while (status := job.get_status(refresh=True)) not in (JobStatus.FINISHED, JobStatus.FAILED):
         assert time.monotonic() < deadline, f"{job.id} still {status} after {timeout_s} s"
         time.sleep(0.2)
-    assert status == JobStatus.FINISHED, job.latest_result().exc_string
+    return status
+
+
+def _finish(job: Job, timeout_s: float = 300) -> None:
+    assert _end(job, timeout_s) == JobStatus.FINISHED, job.latest_result().exc_string
 
 
 def _nifti(bundle: zipfile.ZipFile, name: str) -> np.ndarray:
@@ -230,3 +243,65 @@ def test_local_synthesis_makes_the_same_samples_as_the_jobs(
     main(["synthesize", "--n", "3", "--seed", str(SEED), "--dice", "0", "--out", str(out)])
     for case, same in zip(_read(out), dataset[:3], strict=True):
         assert all(np.array_equal(case[key], same[key]) for key in case)
+
+
+def test_progress_is_in_job_meta(settings: Settings, dataset: list[dict[str, np.ndarray]]) -> None:
+    connection = Redis.from_url(settings.redis_url)
+    progress = [
+        Job.fetch(chunk_job_id("sixteen", c), connection=connection, serializer=JSONSerializer).meta[
+            "progress"
+        ]
+        for c in range(3)
+    ]
+    assert [p["accepted"] for p in progress] == [6, 6, 4]
+    assert sum(p["accepted"] for p in progress) == len(dataset)
+    for p in progress:
+        rejected = p["rejected_structure"] + p["rejected_lesion"] + p["rejected_dice"]
+        assert p["candidates"] == p["accepted"] + rejected and p["samples_per_s"] > 0
+
+
+def test_unreachable_threshold_fails_with_the_rate_and_the_threshold_to_relax(
+    settings: Settings, dataset: list[dict[str, np.ndarray]]
+) -> None:
+    strict = SynthesisRequest(
+        thresholds=RequestThresholds(dice=1.0), bounds=AttemptBounds(candidates_per_sample=8)
+    )
+    job = _submit(settings, "strict", n=2, seed=SEED, chunk_size=1, request=strict)
+    assert _end(job) == JobStatus.FAILED
+    message = job.latest_result().exc_string
+    assert "acceptance rate 0.0%" in message and "relax thresholds.dice" in message
+    assert not bundle_path(settings, "strict").exists()
+    nothing = _submit(settings, "nothing", n=2, seed=SEED, chunk_size=1, request=strict, allow_short=True)
+    assert _end(nothing) == JobStatus.FAILED and "relax thresholds.dice" in nothing.latest_result().exc_string
+    picky = SynthesisRequest(
+        thresholds=RequestThresholds(dice=0.08), bounds=AttemptBounds(candidates_per_sample=8)
+    )
+    short = _submit(settings, "short", n=4, seed=SEED, chunk_size=4, request=picky, allow_short=True)
+    _finish(short)
+    assert short.latest_result().return_value == {
+        "path": str(bundle_path(settings, "short")),
+        "samples": 3,
+        "short": True,
+    }
+
+
+def test_cancel_stops_the_chunks_and_removes_the_files(
+    settings: Settings, workers: Workers, dataset: list[dict[str, np.ndarray]]
+) -> None:
+    workers.stop_all()
+    workers.start()
+    connection = Redis.from_url(settings.redis_url)
+    job = _submit(settings, "cancelled", n=400, seed=SEED, chunk_size=100)
+    first = Job.fetch(chunk_job_id("cancelled", 0), connection=connection, serializer=JSONSerializer)
+    deadline = time.monotonic() + 60
+    while first.get_status(refresh=True) != JobStatus.STARTED:
+        assert time.monotonic() < deadline, "the first chunk never started"
+        time.sleep(0.02)
+    cancel_dataset(connection, "cancelled", settings)
+    time.sleep(2)
+    statuses = [Job.fetch(chunk_job_id("cancelled", c), connection=connection, serializer=JSONSerializer)
+                .get_status(refresh=True) for c in range(4)]  # fmt: skip
+    assert statuses[0] == JobStatus.STOPPED
+    assert statuses[1:] == [JobStatus.CANCELED] * 3
+    assert job.get_status(refresh=True) == JobStatus.CANCELED
+    assert not (settings.data_dir / "datasets" / "cancelled").exists()

@@ -23,7 +23,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from redis import Redis
 from rq import Queue, Retry, get_current_job
-from rq.job import Job
+from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from mrisynth.artifacts import Manifest
@@ -186,13 +187,15 @@ def assemble_dataset(arguments: dict) -> dict:
         The bundle's path, sample count and whether it is short (JSON).
 
     Raises:
-        RuntimeError: a chunk stopped short and the request does not allow a short dataset; the
-            message says the acceptance rate and which threshold to relax.
+        RuntimeError: a chunk stopped short and the request does not allow a short dataset, or no
+            sample at all was accepted; the message says the acceptance rate and which threshold to
+            relax.
     """
     spec, settings = DatasetSpec.model_validate(arguments), get_settings()
     chunks = [_chunk_path(settings, spec.dataset_id, c) for c in range(len(spec.chunks()))]
-    shortfalls = [short for _, _, short in map(load_chunk, chunks) if short]
-    if shortfalls and not spec.allow_short:
+    outcomes = [load_chunk(chunk)[1:] for chunk in chunks]
+    shortfalls = [short for _, short in outcomes if short]
+    if shortfalls and not (spec.allow_short and sum(progress.accepted for progress, _ in outcomes)):
         raise RuntimeError(shortfalls[0])
     manifest = loaded_synthesizer(settings.artifacts_dir).manifest
     out = bundle_path(settings, spec.dataset_id)
@@ -203,3 +206,27 @@ def assemble_dataset(arguments: dict) -> dict:
     shutil.rmtree(chunks[0].parent)
     log.info("dataset %s: %d samples in %s", spec.dataset_id, len(bundle), out)
     return {"path": str(out), "samples": len(bundle), "short": bool(shortfalls)}
+
+
+def cancel_dataset(connection: Redis, dataset_id: str, settings: Settings | None = None) -> None:
+    """Stop a dataset: cancel its queued jobs, stop its running chunks and remove its files.
+
+    A running chunk's work-horse is killed (RQ's stop-job command), so no chunk goes on after this; the
+    assembly job, which depends on every chunk, never starts.
+    """
+    settings = settings or get_settings()
+    assembly = Job.fetch(assembly_job_id(dataset_id), connection=connection, serializer=JSONSerializer)
+    jobs = [
+        *Job.fetch_many(assembly.dependency_ids, connection=connection, serializer=JSONSerializer),
+        assembly,
+    ]
+    for job in jobs:
+        if job is None:
+            continue
+        status = job.get_status(refresh=True)
+        if status == JobStatus.STARTED:
+            send_stop_job_command(connection, job.id, serializer=JSONSerializer)
+        elif status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            job.cancel()
+    shutil.rmtree(dataset_dir(settings, dataset_id), ignore_errors=True)
+    log.info("dataset %s cancelled", dataset_id)

@@ -122,6 +122,12 @@ class SynthesisProgress(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def samples_per_s(self) -> float:
+        """Accepted samples per second of wall-clock time, 0.0 at the start."""
+        return self.accepted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def acceptance_rate(self) -> float:
         """accepted / candidates, 0.0 before any candidate."""
         return self.accepted / self.candidates if self.candidates else 0.0
