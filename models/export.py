@@ -246,7 +246,7 @@ def structure_probability(run: TrainingRun) -> float:
     )
     with torch.no_grad():
         maps = run.networks["DC_f"](codes)
-    level = float(torch.quantile(maps.flatten(), 1.0 - run.info.data.structure_density))
+    level = float(np.quantile(maps.numpy().ravel(), 1.0 - run.info.data.structure_density))
     return min(max(level, 1e-3), 1.0 - 1e-3)
 
 

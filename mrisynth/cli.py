@@ -93,8 +93,16 @@ def _synthesize(args: argparse.Namespace) -> None:
     options = BundleOptions(
         layout=BundleLayout(args.layout), extras=True, previews=args.previews, montage_samples=args.montage
     )
-    spec = DatasetSpec(dataset_id="local", n=args.n, seed=args.seed, request=request, bundle=options)
-    synthesize_bundle(args.artifacts or get_settings().artifacts_dir, spec, args.out)
+    settings = get_settings()
+    spec = DatasetSpec(
+        dataset_id="local",
+        n=args.n,
+        seed=args.seed,
+        request=request,
+        bundle=options,
+        chunk_size=settings.chunk_size,
+    )
+    synthesize_bundle(args.artifacts or settings.artifacts_dir, spec, args.out, settings.batch_size)
 
 
 def _worker(args: argparse.Namespace) -> None:

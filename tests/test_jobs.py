@@ -56,10 +56,8 @@ class Workers:
     """Real ``mrisynth worker`` processes, each in its own process group (worker and work-horse)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.env = {
-            **os.environ,
-            **{f"MRISYNTH_{k.upper()}": str(v) for k, v in settings.model_dump().items()},
-        }
+        variables = {f"MRISYNTH_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+        self.env = {**os.environ, **variables, "REDIS_URL": str(settings.redis_url)}
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:

@@ -7,6 +7,7 @@ makes it anew; since the samples of a chunk are a pure function of the request, 
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -38,25 +39,34 @@ def save_chunk(path: Path, samples: list[Sample], progress: SynthesisProgress, s
         "short": short,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")  # unique across hosts
     with partial.open("wb") as stream:
         np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
     os.replace(partial, path)
 
 
-def load_chunk(path: Path) -> tuple[list[Sample], SynthesisProgress, str | None]:
-    """Read a chunk file back: its samples, counters and short message (see :func:`save_chunk`)."""
+def load_outcome(path: Path) -> tuple[SynthesisProgress, str | None]:
+    """A chunk file's counters and short message, without reading its samples."""
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
-        samples = [
-            Sample(
-                index=int(data["index"][k]),
-                images={m: data["images"][k, c] for c, m in enumerate(meta["modalities"])},
-                label=data["label"][k],
-                f=data["f"][k],
-                brain_mask=data["brain_mask"][k],
-                scores=SampleScores.model_validate(meta["scores"][k]),
-            )
-            for k in range(len(data["index"]))
-        ]
-    return samples, SynthesisProgress.model_validate(meta["progress"]), meta["short"]
+    return SynthesisProgress.model_validate(meta["progress"]), meta["short"]
+
+
+def load_samples(path: Path) -> list[Sample]:
+    """A chunk file's samples (see :func:`save_chunk`), each array read and decompressed once."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        index, images, label, f, brain_mask = (
+            data[key] for key in ("index", "images", "label", "f", "brain_mask")
+        )
+    return [
+        Sample(
+            index=int(index[k]),
+            images={m: images[k, c] for c, m in enumerate(meta["modalities"])},
+            label=label[k],
+            f=f[k],
+            brain_mask=brain_mask[k],
+            scores=SampleScores.model_validate(meta["scores"][k]),
+        )
+        for k in range(len(index))
+    ]

@@ -9,7 +9,7 @@ number of hosts, with any chunk size, make the same dataset.
 A chunk saves its samples with :func:`worker.chunks.save_chunk` (atomic), and a chunk that finds its
 file already there returns at once. So a worker killed mid-chunk (``kill -9``) loses nothing and
 duplicates nothing: RQ retries the abandoned chunk (``Retry``), which starts over and writes the same
-file, and the assembly job reads each chunk file exactly once, in order.
+file, and the assembly job adds each chunk file's samples exactly once, in order.
 
 Jobs are plain functions of JSON arguments (RQ's JSON serializer); progress goes to ``job.meta``.
 """
@@ -17,6 +17,7 @@ Jobs are plain functions of JSON arguments (RQ's JSON serializer); progress goes
 import dataclasses
 import logging
 import shutil
+import time
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from redis import Redis
 from rq import Queue, Retry, get_current_job
 from rq.command import send_stop_job_command
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -31,7 +33,7 @@ from mrisynth.artifacts import Manifest
 from mrisynth.settings import Settings, get_settings
 from worker.bundle import BundleWriter
 from worker.bundle_layout import BundleOptions
-from worker.chunks import load_chunk, save_chunk
+from worker.chunks import load_outcome, load_samples, save_chunk
 from worker.pipeline import AcceptanceError, SynthesisProgress, synthesize
 from worker.request import SynthesisRequest
 from worker.sessions import Synthesizer
@@ -153,7 +155,7 @@ def run_chunk(arguments: dict, chunk: int) -> dict:
     path = _chunk_path(settings, spec.dataset_id, chunk)
     if path.exists():
         log.info("chunk %d of %s was saved before this retry", chunk, spec.dataset_id)
-        return load_chunk(path)[1].model_dump(mode="json")
+        return load_outcome(path)[0].model_dump(mode="json")
     indices = spec.chunks()[chunk]
 
     def report(progress: SynthesisProgress) -> None:
@@ -193,7 +195,7 @@ def assemble_dataset(arguments: dict) -> dict:
     """
     spec, settings = DatasetSpec.model_validate(arguments), get_settings()
     chunks = [_chunk_path(settings, spec.dataset_id, c) for c in range(len(spec.chunks()))]
-    outcomes = [load_chunk(chunk)[1:] for chunk in chunks]
+    outcomes = [load_outcome(chunk) for chunk in chunks]
     shortfalls = [short for _, short in outcomes if short]
     if shortfalls and not (spec.allow_short and sum(progress.accepted for progress, _ in outcomes)):
         raise RuntimeError(shortfalls[0])
@@ -201,32 +203,42 @@ def assemble_dataset(arguments: dict) -> dict:
     out = bundle_path(settings, spec.dataset_id)
     with open_bundle(out, spec, manifest) as bundle:
         for chunk in chunks:
-            for sample in load_chunk(chunk)[0]:
+            for sample in load_samples(chunk):
                 bundle.add(sample)
     shutil.rmtree(chunks[0].parent)
     log.info("dataset %s: %d samples in %s", spec.dataset_id, len(bundle), out)
     return {"path": str(out), "samples": len(bundle), "short": bool(shortfalls)}
 
 
-def cancel_dataset(connection: Redis, dataset_id: str, settings: Settings | None = None) -> None:
-    """Stop a dataset: cancel its queued jobs, stop its running chunks and remove its files.
+def cancel_dataset(
+    connection: Redis, dataset_id: str, settings: Settings | None = None, stop_timeout_s: float = 30.0
+) -> None:
+    """Stop a dataset: cancel its assembly and queued chunks, stop its running chunks, remove its files.
 
-    A running chunk's work-horse is killed (RQ's stop-job command), so no chunk goes on after this; the
-    assembly job, which depends on every chunk, never starts.
+    The assembly job is cancelled first, so it never starts; a running chunk's work-horse is killed
+    (RQ's stop-job command) and the files are removed once no chunk runs any more (or after
+    ``stop_timeout_s``). Jobs that have expired from Redis are skipped; the files go all the same.
     """
     settings = settings or get_settings()
-    assembly = Job.fetch(assembly_job_id(dataset_id), connection=connection, serializer=JSONSerializer)
-    jobs = [
-        *Job.fetch_many(assembly.dependency_ids, connection=connection, serializer=JSONSerializer),
-        assembly,
-    ]
-    for job in jobs:
-        if job is None:
-            continue
+    try:
+        assembly = Job.fetch(assembly_job_id(dataset_id), connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        chunks: list[Job] = []
+    else:
+        assembly.cancel()
+        fetched = Job.fetch_many(assembly.dependency_ids, connection=connection, serializer=JSONSerializer)
+        chunks = [job for job in fetched if job is not None]
+    for job in chunks:
         status = job.get_status(refresh=True)
         if status == JobStatus.STARTED:
             send_stop_job_command(connection, job.id, serializer=JSONSerializer)
         elif status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             job.cancel()
+    deadline = time.monotonic() + stop_timeout_s
+    while any(job.get_status(refresh=True) == JobStatus.STARTED for job in chunks):
+        if time.monotonic() > deadline:
+            log.warning("dataset %s: chunks still running %.0f s after the stop", dataset_id, stop_timeout_s)
+            break
+        time.sleep(0.1)
     shutil.rmtree(dataset_dir(settings, dataset_id), ignore_errors=True)
     log.info("dataset %s cancelled", dataset_id)
