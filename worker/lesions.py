@@ -9,13 +9,12 @@ otherwise; several lesions per sample must also not overlap.
 """
 
 import logging
-import zlib
 from pathlib import Path
 
 import cv2
-import nibabel as nib
 import numpy as np
 
+from mrisynth.brats.read import read_nifti
 from mrisynth.conventions import LABELS
 from worker.request import LesionControls
 
@@ -37,13 +36,7 @@ def _label_files(path: Path) -> list[Path]:
 
 def _read_label(path: Path) -> np.ndarray:
     """One label file as an integer array (X, Y) or (X, Y, Z) with values in ``LABELS``."""
-    try:
-        image = nib.load(path)
-        if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-            raise ValueError(f"a {type(image).__name__}, not a NIfTI image")
-        data = np.asanyarray(image.dataobj)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:
-        raise ValueError(f"cannot read {path} as a NIfTI label file: {error}") from error
+    data, _ = read_nifti(path)
     data = data.reshape(data.shape[:2] + tuple(n for n in data.shape[2:] if n != 1))
     if data.ndim not in (2, 3):
         raise ValueError(f"{path}: a label must be 2D (X, Y) or 3D (X, Y, Z), got shape {data.shape}")

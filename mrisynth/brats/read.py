@@ -39,10 +39,12 @@ class CaseVolume:
     affine: np.ndarray
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NIfTI-1 or -2 file's voxels as stored and its (4, 4) affine; `BratsError` naming the file if it
+    is not a readable NIfTI image."""
     try:
         image = nib.load(path)
-        if isinstance(image, nib.Nifti1Image):
+        if isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
             return np.asanyarray(image.dataobj), image.affine
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise BratsError(f"cannot read {path} as NIfTI: {exc}") from exc
@@ -71,7 +73,7 @@ def _read_mha(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A 3D volume as stored, (X, Y, Z), and its (4, 4) voxel-to-RAS affine."""
-    data, affine = _read_mha(path) if path.suffix == ".mha" else _read_nifti(path)
+    data, affine = _read_mha(path) if path.suffix == ".mha" else read_nifti(path)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
