@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,33 @@ def _worker(args: argparse.Namespace) -> None:
     run_worker(get_settings(), burst=args.burst)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from mrisynth.settings import get_settings
+    from service.embedded import ServeOptions, serve
+
+    serve(get_settings(), ServeOptions(host=args.host, port=args.port, workers=args.workers))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from service.client import dataset_request, generate, open_client
+
+    request = dataset_request(
+        args.n,
+        args.modalities,
+        lesion_source=args.lesion_source,
+        seed=args.seed,
+        layout=args.layout,
+        dice=args.dice,
+        structure_mae=args.structure_mae,
+    )
+    with open_client(args.server, args.key) as client:
+        try:
+            generate(client, request, args.out)
+        except KeyboardInterrupt:
+            log.info("interrupted: run the same command again to resume")
+            raise SystemExit(130) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrisynth", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +220,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
     worker.set_defaults(run=_worker)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API; without REDIS_URL also a private redis-server and workers",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes without REDIS_URL (default 1)"
+    )
+    serve.set_defaults(run=_serve)
+
+    generate = commands.add_parser("generate", help="have a mrisynth server make a dataset; download its zip")
+    generate.add_argument("--n", type=int, required=True, help="samples")
+    generate.add_argument("--out", type=Path, required=True, help="zip to write (resumes <out>.part)")
+    generate.add_argument("--server", default="http://127.0.0.1:8000", help="server URL (default: local)")
+    generate.add_argument(
+        "--key", default=os.environ.get("MRISYNTH_API_KEY"), help="API key (default: $MRISYNTH_API_KEY)"
+    )
+    generate.add_argument("--seed", type=int, help="seed; same seed, same samples (default: the server's)")
+    generate.add_argument("--modalities", nargs="+", default=list(MODALITIES), help="default: all four")
+    generate.add_argument("--lesion-source", default="library", help="library (default), none, or a set id")
+    generate.add_argument("--layout", choices=("brats", "brats2023", "nnunet"), help="default: brats")
+    generate.add_argument("--structure-mae", type=float, help="Algorithm 3 threshold (default: the model's)")
+    generate.add_argument("--dice", type=float, help="lesion-filter Dice threshold (default: the model's)")
+    generate.set_defaults(run=_generate)
     return parser
 
 

@@ -112,3 +112,19 @@ def write_run() -> Callable[..., Path]:
         return directory
 
     return write
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Pids of the live processes descended from ``pid`` (children, grandchildren...), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found: list[int] = []
+    generation = [pid]
+    while generation:
+        generation = [child for child, parent in parents.items() if parent in generation]
+        found += generation
+    return found
