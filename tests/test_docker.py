@@ -179,10 +179,11 @@ def test_images_install_their_extra_only(services: dict[str, Any]) -> None:
 
 
 def test_the_app_imports_without_torch_and_onnxruntime() -> None:
-    """What the api image has: blocking both modules makes any import of them fail."""
+    """What the api image has: blocking both modules makes any import of them fail (Redis is lazy)."""
     script = (
         "import sys; sys.modules['torch'] = sys.modules['onnxruntime'] = None\n"
-        "from service.app import create_app; create_app()"
+        "from mrisynth.settings import Settings; from service.app import create_app\n"
+        "create_app(Settings(redis_url='redis://127.0.0.1:1/0'))"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
