@@ -261,8 +261,6 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     check_host(settings, options.host)
     if options.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {options.workers}")
-    if requires_loopback(settings):
-        log.info("no API keys configured (MRISYNTH_API_KEYS): no token needed, listening on loopback only")
     with _stop_on_signals():
         try:
             with ExitStack() as started:
