@@ -4,11 +4,13 @@ Every field can be set as ``MRISYNTH_<FIELD>`` (e.g. ``MRISYNTH_CHUNK_SIZE=32``)
 plain ``REDIS_URL``. Use :func:`get_settings` (cached) rather than building ``Settings`` at import time.
 """
 
+import json
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEMO_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "demo"
 """The committed demo artifacts (``mrisynth export`` of the demo preset), the default model."""
@@ -29,6 +31,20 @@ class Settings(BaseSettings):
         job_monitoring_interval_s: how often a worker renews the heartbeat of the job it runs.
         heartbeat_grace_s: how long past a missed heartbeat a job counts as abandoned and is retried.
         maintenance_interval_s: how often a worker looks for abandoned jobs of dead workers.
+        api_keys: bearer tokens the service accepts, each the identity of an owner; from the environment
+            a JSON list or a comma-separated string. Empty (default): no authentication, every request
+            belongs to one local owner, and the service must only listen on the loopback.
+        max_n: most samples one dataset may ask for, 1 to 100000 (default 10000).
+        max_active_jobs_per_key: datasets one key may have queued or running at once, >= 1 (default 4).
+        bundle_ttl_s: seconds a finished bundle is kept after its dataset finished (default 1 day); then
+            its files are removed and the dataset answers 404.
+        disk_cap_bytes: bytes under ``data_dir`` above which new datasets and lesion sets are refused
+            (default 50 GiB).
+        max_upload_bytes: largest request body the service reads, such as a lesion-set upload with all
+            its files and multipart overhead (default 64 MiB).
+        max_upload_files: most label files in one lesion-set upload, >= 1 (default 64).
+        sweep_interval_s: how often the service refreshes unfinished datasets and removes expired
+            bundles (default 60 s).
     """
 
     model_config = SettingsConfigDict(env_prefix="MRISYNTH_", extra="ignore", populate_by_name=True)
@@ -46,6 +62,24 @@ class Settings(BaseSettings):
     job_monitoring_interval_s: int = Field(default=10, ge=1)
     heartbeat_grace_s: int = Field(default=60, ge=1)
     maintenance_interval_s: int = Field(default=60, ge=1)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_n: int = Field(default=10_000, ge=1, le=100_000)
+    max_active_jobs_per_key: int = Field(default=4, ge=1)
+    bundle_ttl_s: int = Field(default=86_400, ge=1)
+    disk_cap_bytes: int = Field(default=50 << 30, ge=1)
+    max_upload_bytes: int = Field(default=64 << 20, ge=1)
+    max_upload_files: int = Field(default=64, ge=1)
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """``MRISYNTH_API_KEYS`` as a JSON list (``["k1", "k2"]``) or comma-separated (``k1,k2``)."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [key.strip() for key in value.split(",") if key.strip()]
 
 
 @cache

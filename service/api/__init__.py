@@ -1,0 +1,1 @@
+"""The HTTP layer: dependencies and routes, thin over the :mod:`service` modules."""

@@ -1,0 +1,100 @@
+"""Typed FastAPI dependencies: the app's context, the caller (by API key) and the caller's dataset.
+
+With API keys configured (``settings.api_keys``) every request needs ``Authorization: Bearer <key>``;
+the key is compared with each configured key in constant time (:func:`hmac.compare_digest`) and the
+caller is known from then on by its sha256 only. With none configured every request belongs to one
+local owner (and the service must only listen on the loopback, see :func:`service.app.requires_loopback`).
+"""
+
+import hashlib
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi import Path as PathParam
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.context import ServiceContext
+from service.datasets import find_dataset
+from service.store import DatasetRecord
+
+LOCAL_OWNER = "local"
+"""The owner of every record when no API key is configured."""
+
+bearer = HTTPBearer(auto_error=False, description="One of the service's API keys (MRISYNTH_API_KEYS)")
+
+
+def get_context(request: Request) -> ServiceContext:
+    """The app's :class:`~service.context.ServiceContext`."""
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """Names of the query parameters a route (or dependency) and its dependencies take."""
+    names = {field.alias for field in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take (a typo such as ``?limt=5`` is not ignored)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"query: unknown parameter {unknown[0]!r} (this route takes {takes})",
+        )
+
+
+def owner_of(api_key: str) -> str:
+    """The owner id of an API key: its sha256 (hex), so that records never hold the key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def _unauthorized(why: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, f"Authorization: {why}", {"WWW-Authenticate": "Bearer"}
+    )
+
+
+def get_owner(
+    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """The caller's owner id; 401 without a valid bearer token when keys are configured."""
+    keys = context.settings.api_keys
+    if not keys:
+        return LOCAL_OWNER
+    if credentials is None:
+        raise _unauthorized("a bearer token is required: Authorization: Bearer <API key>")
+    token = credentials.credentials.encode()
+    valid = False
+    for key in keys:
+        valid |= hmac.compare_digest(token, key.encode())
+    if not valid:
+        raise _unauthorized("the bearer token is not an API key of this service")
+    return owner_of(credentials.credentials)
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]
+
+
+def get_own_dataset(
+    context: ContextDep, owner: OwnerDep, dataset_id: Annotated[str, PathParam(max_length=64)]
+) -> DatasetRecord:
+    """The caller's dataset of the path, up to date; 404 if it is unknown, another key's or expired."""
+    return find_dataset(context, owner, dataset_id)
+
+
+OwnDatasetDep = Annotated[DatasetRecord, Depends(get_own_dataset)]

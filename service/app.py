@@ -1,0 +1,124 @@
+"""The FastAPI app: ``uvicorn service.app:create_app --factory`` (settings from the environment).
+
+Routes are in :mod:`service.api.routes`; the API by example is ``docs/api.md``. Besides the routes the
+app counts and times requests (:mod:`service.metrics`), answers Redis outages with 503, limits request
+bodies to ``max_upload_bytes`` and, while it runs, sweeps the datasets every ``sweep_interval_s``
+(:func:`service.status.sweep`: progress refreshed, expired bundles removed).
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from mrisynth.settings import Settings, get_settings
+from service.api.deps import reject_unknown_query
+from service.api.responses import errors
+from service.api.routes import datasets, lesion_sets, system
+from service.context import ServiceContext, build_context
+from service.limits import BodyLimit
+from service.metrics import RequestMetrics
+from service.status import sweep
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_ONLY = "no API keys configured: serving on loopback only"
+"""Logged at start without API keys; the launcher must then bind 127.0.0.1 / ::1 only."""
+
+
+def requires_loopback(settings: Settings) -> bool:
+    """Whether the service may only listen on the loopback: without API keys anyone who reaches it
+    could use it."""
+    return not settings.api_keys
+
+
+async def _sweep_forever(context: ServiceContext) -> None:
+    while True:
+        await asyncio.sleep(context.settings.sweep_interval_s)
+        try:
+            await run_in_threadpool(sweep, context)
+        except RedisError as error:
+            log.warning("sweep skipped, Redis is unreachable: %s", error)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    task = asyncio.create_task(_sweep_forever(app.state.context))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _redis_unavailable(request: Request, error: Exception) -> Response:
+    log.error("Redis unavailable: %s", error)
+    return JSONResponse({"detail": f"Redis unavailable: {error}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _method_not_allowed(request: Request, error: Exception) -> Response:
+    """405 with every method of the path in ``Allow`` (Starlette lists only those of its first route)."""
+    path = request.url.path
+    allowed = sorted(
+        method
+        for route in request.app.routes
+        if isinstance(route, APIRoute) and route.path_regex.match(path)
+        for method in route.methods or ()
+    )
+    return JSONResponse(
+        {"detail": f"method: {request.method} is not allowed on {path}; use {', '.join(allowed)}"},
+        status.HTTP_405_METHOD_NOT_ALLOWED,
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+def _document_limits(app: FastAPI, settings: Settings) -> None:
+    """Put the configured ``max_n`` into the OpenAPI schema, so that it allows what the service allows."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            properties = generate()["components"]["schemas"]["DatasetCreate"]["properties"]
+            properties["n"]["maximum"] = settings.max_n
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service's app.
+
+    Args:
+        settings: default :func:`mrisynth.settings.get_settings` (the environment).
+
+    Raises:
+        ValueError: if no Redis URL is configured.
+    """
+    settings = settings or get_settings()
+    context = build_context(settings)
+    if requires_loopback(settings):
+        log.warning(LOOPBACK_ONLY)
+    app = FastAPI(
+        title="mrisynth",
+        summary="Synthetic registered multimodal brain MRI with tumor lesion labels",
+        version="0.1.0",
+        lifespan=_lifespan,
+        dependencies=[Depends(reject_unknown_query)],
+        responses=errors(422),
+        form_limits={"max_files": settings.max_upload_files},
+    )
+    app.state.context = context
+    for router in (datasets.router, lesion_sets.router, system.router):
+        app.include_router(router)
+    _document_limits(app, settings)
+    app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, setting="max_upload_bytes")
+    app.add_middleware(RequestMetrics, metrics=context.metrics)
+    return app

@@ -1,0 +1,107 @@
+"""Prometheus metrics of the service (``GET /metrics``), in a registry of the app's own.
+
+Per process: requests answered (by method, route template and status) and their latency, and the
+samples of the datasets this process saw finish. Shared by all processes, read from Redis at each
+scrape: datasets by state, the queue's depth (jobs waiting), live workers and the current synthesis
+rate (the samples/s of the running datasets).
+"""
+
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from rq import Queue, Worker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.schemas import DatasetState
+from service.store import Store
+
+STATES: tuple[DatasetState, ...] = ("queued", "running", "finished", "failed", "cancelled")
+
+
+class _JobsCollector(Collector):
+    """Datasets by state, queue depth, workers and samples/s, from Redis at scrape time."""
+
+    def __init__(self, store: Store, queue: Queue) -> None:
+        self.store = store
+        self.queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        summaries = self.store.summaries()
+        states = Tally(state for state, _ in summaries)
+        datasets = GaugeMetricFamily("mrisynth_datasets", "Datasets by state", labels=["state"])
+        for state in STATES:
+            datasets.add_metric([state], states[state])
+        yield datasets
+        yield GaugeMetricFamily("mrisynth_queue_depth", "Jobs waiting in the queue", value=self.queue.count)
+        workers = Worker.count(connection=self.queue.connection, queue=self.queue)
+        yield GaugeMetricFamily("mrisynth_workers", "Workers listening on the queue", value=workers)
+        rate = sum(progress.samples_per_s or 0.0 for state, progress in summaries if state == "running")
+        yield GaugeMetricFamily(
+            "mrisynth_samples_per_second", "Accepted samples per second of the running datasets", value=rate
+        )
+
+
+class Metrics:
+    """The app's metrics and their registry.
+
+    Args:
+        store: the dataset records (for datasets by state and samples/s).
+        queue: the synthesis queue (for its depth and its workers).
+    """
+
+    def __init__(self, store: Store, queue: Queue) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mrisynth_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mrisynth_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the start of the response body)",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.samples = Counter(
+            "mrisynth_samples", "Samples of the datasets this process saw finish", registry=self.registry
+        )
+        self.registry.register(_JobsCollector(store, queue))
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware counting and timing every HTTP request by its route template (not its path,
+    so that ids do not make new series)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()

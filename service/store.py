@@ -1,0 +1,268 @@
+"""The service's records in Redis, so that any number of API processes share them.
+
+Keys, under ``mrisynth:<queue>:`` (one deployment per queue):
+
+- ``dataset:<id>``: hash of a :class:`DatasetRecord`, one JSON value per field, and ``chunk:<c>``
+  fields caching each chunk job's last progress (RQ forgets finished jobs after a while);
+- ``datasets``: sorted set of every dataset id by creation time (the sweep and the metrics walk it);
+- ``owner:<owner>:datasets``: the same per owner; ``owner:<owner>:active``: set of its queued or
+  running dataset ids, the per-key job limit;
+- ``idempotency:<owner>:<sha256 of the key>``: ``<dataset id> <request fingerprint>``, expiring;
+- ``lesion-set:<id>``: hash of a :class:`LesionSetRecord`.
+
+Owners are the sha256 of their API key (:func:`service.api.deps.owner_of`), never the key.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel
+from redis import Redis
+from redis.typing import EncodableT, FieldT
+
+from service.schemas import DatasetCreate, DatasetState, LesionSetPublic, Progress
+from worker.bundle_layout import BundleOptions
+from worker.jobs import DatasetSpec
+from worker.request import LesionSourceName, SynthesisRequest
+
+RecordState = DatasetState | Literal["expired"]
+"""A dataset's stored state: the public ones, and ``expired`` once its bundle was removed."""
+
+FINAL_STATES: frozenset[str] = frozenset({"finished", "failed", "cancelled", "expired"})
+"""States a dataset never leaves (but for ``finished`` -> ``expired``)."""
+
+
+class DatasetRecord(BaseModel):
+    """A dataset as the service keeps it.
+
+    Attributes:
+        id: the dataset's id (also its RQ job ids' prefix).
+        owner: sha256 hex of the owner's API key.
+        created_at: when it was asked for (UTC).
+        request: the request as the client sent it.
+        seed: the seed used: the request's, or a random one drawn for it.
+        lesion_source: what the jobs got: ``library``, ``none`` or a lesion set's directory.
+        chunk_size: samples per chunk job.
+        state: see :data:`RecordState`.
+        progress: the last progress seen.
+        error: why it failed.
+        sha256: hex sha256 of the finished zip.
+        size_bytes: size of the finished zip.
+        started_at: when its first chunk started.
+        ended_at: when it reached a final state.
+    """
+
+    id: str
+    owner: str
+    created_at: datetime
+    request: DatasetCreate
+    seed: int
+    lesion_source: LesionSourceName | Path
+    chunk_size: int
+    state: RecordState = "queued"
+    progress: Progress
+    error: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def spec(self) -> DatasetSpec:
+        """The job arguments of the dataset (:func:`worker.jobs.enqueue_dataset`)."""
+        asked = self.request
+        return DatasetSpec(
+            dataset_id=self.id,
+            n=asked.n,
+            seed=self.seed,
+            request=SynthesisRequest(
+                modalities=tuple(asked.modalities),
+                lesion_source=self.lesion_source,
+                thresholds=asked.thresholds,
+                lesion=asked.lesion,
+            ),
+            bundle=BundleOptions(layout=asked.layout, extras=True, previews=asked.previews),
+            chunk_size=self.chunk_size,
+        )
+
+
+class LesionSetRecord(LesionSetPublic):
+    """An uploaded lesion set and its owner (sha256 hex of the owner's API key)."""
+
+    owner: str
+
+
+def _text(value: bytes | str) -> str:
+    """A Redis answer as text (the store's client decodes; this is for the type checker)."""
+    return value if isinstance(value, str) else value.decode()
+
+
+def _dump(model: BaseModel, fields: set[str] | None = None) -> dict[FieldT, EncodableT]:
+    dumped: dict[FieldT, EncodableT] = {
+        key: json.dumps(value) for key, value in model.model_dump(mode="json", include=fields).items()
+    }
+    return dumped
+
+
+_CHUNK_PREFIX = "chunk:"
+_FINAL_CLAIM = "final_claim"
+
+
+def _load(raw: dict[bytes | str, bytes | str]) -> dict[str, Any]:
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    return {
+        key: json.loads(value)
+        for key, value in fields.items()
+        if not key.startswith(_CHUNK_PREFIX) and key != _FINAL_CLAIM
+    }
+
+
+class Store:
+    """Dataset and lesion-set records in one Redis database.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+        namespace: key prefix, e.g. ``mrisynth:<queue>:``.
+    """
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+
+    def _key(self, *parts: str) -> str:
+        return self.namespace + ":".join(parts)
+
+    def add_dataset(self, record: DatasetRecord) -> None:
+        """Save a new dataset record and index it under its owner."""
+        score = record.created_at.timestamp()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key("dataset", record.id), mapping=_dump(record))
+            pipe.zadd(self._key("datasets"), {record.id: score})
+            pipe.zadd(self._key("owner", record.owner, "datasets"), {record.id: score})
+            pipe.execute()
+
+    def update_dataset(self, record: DatasetRecord, fields: set[str], ttl_s: int | None = None) -> None:
+        """Write some fields of a record (which must exist); ``ttl_s``: then let Redis drop it."""
+        key = self._key("dataset", record.id)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=_dump(record, fields))
+            if ttl_s is not None:
+                pipe.expire(key, ttl_s)
+            pipe.execute()
+
+    def claim_final(self, dataset_id: str) -> bool:
+        """True for exactly one caller per dataset: the one that records its final state."""
+        return bool(self.redis.hsetnx(self._key("dataset", dataset_id), _FINAL_CLAIM, "1"))
+
+    def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        """The record, or None if there is none (never made, or dropped)."""
+        raw = self.redis.hgetall(self._key("dataset", dataset_id))
+        return DatasetRecord.model_validate(_load(raw), strict=False) if raw else None
+
+    def dataset_ids(self, owner: str | None = None, limit: int | None = None) -> list[str]:
+        """Dataset ids, newest first: every one, or an owner's."""
+        key = self._key("datasets") if owner is None else self._key("owner", owner, "datasets")
+        members = cast(list[bytes | str], self.redis.zrevrange(key, 0, -1 if limit is None else limit - 1))
+        return [_text(member) for member in members]
+
+    def summaries(self) -> list[tuple[str, Progress]]:
+        """(state, progress) of every dataset record, for the metrics."""
+        ids = self.dataset_ids()
+        with self.redis.pipeline() as pipe:
+            for dataset_id in ids:
+                pipe.hmget(self._key("dataset", dataset_id), "state", "progress")
+            rows = pipe.execute()
+        return [
+            (json.loads(state), Progress.model_validate_json(progress))
+            for state, progress in rows
+            if state is not None and progress is not None
+        ]
+
+    def forget_dataset(self, record: DatasetRecord) -> None:
+        """Drop a record and its index entries."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self._key("dataset", record.id))
+            pipe.zrem(self._key("datasets"), record.id)
+            pipe.zrem(self._key("owner", record.owner, "datasets"), record.id)
+            pipe.srem(self._key("owner", record.owner, "active"), record.id)
+            pipe.execute()
+
+    def unindex_dataset(self, dataset_id: str, owner: str | None = None) -> None:
+        """Drop the index entries of a record that Redis dropped (its TTL ran out): from the list of
+        every dataset, and from its owner's if given."""
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(self._key("datasets"), dataset_id)
+            if owner is not None:
+                pipe.zrem(self._key("owner", owner, "datasets"), dataset_id)
+            pipe.execute()
+
+    def chunk_progress(self, dataset_id: str) -> dict[int, dict[str, Any]]:
+        """The cached last progress of each chunk job, by chunk index."""
+        raw = self.redis.hgetall(self._key("dataset", dataset_id))
+        fields = {_text(key): _text(value) for key, value in raw.items()}
+        return {
+            int(key.removeprefix(_CHUNK_PREFIX)): json.loads(value)
+            for key, value in fields.items()
+            if key.startswith(_CHUNK_PREFIX)
+        }
+
+    def save_chunk_progress(self, dataset_id: str, progress: dict[int, dict[str, Any]]) -> None:
+        """Cache chunk jobs' progress (see :meth:`chunk_progress`)."""
+        if progress:
+            mapping: dict[FieldT, EncodableT] = {
+                f"{_CHUNK_PREFIX}{chunk:05d}": json.dumps(value) for chunk, value in progress.items()
+            }
+            self.redis.hset(self._key("dataset", dataset_id), mapping=mapping)
+
+    def reserve_active(self, owner: str, dataset_id: str, limit: int) -> bool:
+        """Count a dataset as active for its owner, unless that makes more than ``limit``.
+
+        Adding first and counting after means two racing requests can both be refused, never both let
+        through past the limit.
+        """
+        key = self._key("owner", owner, "active")
+        with self.redis.pipeline() as pipe:
+            pipe.sadd(key, dataset_id)
+            pipe.scard(key)
+            _, count = pipe.execute()
+        if count > limit:
+            self.release_active(owner, dataset_id)
+            return False
+        return True
+
+    def release_active(self, owner: str, dataset_id: str) -> None:
+        """No longer count a dataset as active."""
+        self.redis.srem(self._key("owner", owner, "active"), dataset_id)
+
+    def active_ids(self, owner: str) -> set[str]:
+        """Ids of the owner's datasets counted as active."""
+        return {_text(member) for member in self.redis.smembers(self._key("owner", owner, "active"))}
+
+    def idempotent(self, owner: str, key_hash: str) -> tuple[str, str] | None:
+        """(dataset id, request fingerprint) an idempotency key was used for, if it was."""
+        value = self.redis.get(self._key("idempotency", owner, key_hash))
+        if value is None:
+            return None
+        dataset_id, fingerprint = _text(value).split(" ", 1)
+        return dataset_id, fingerprint
+
+    def claim_idempotency(
+        self, owner: str, key_hash: str, dataset_id: str, fingerprint: str, ttl_s: int
+    ) -> bool:
+        """Bind an idempotency key to a dataset, unless another request bound it first."""
+        key = self._key("idempotency", owner, key_hash)
+        return bool(self.redis.set(key, f"{dataset_id} {fingerprint}", nx=True, ex=ttl_s))
+
+    def release_idempotency(self, owner: str, key_hash: str) -> None:
+        """Unbind an idempotency key (its dataset could not be made)."""
+        self.redis.delete(self._key("idempotency", owner, key_hash))
+
+    def add_lesion_set(self, record: LesionSetRecord) -> None:
+        """Save a lesion set's record."""
+        self.redis.hset(self._key("lesion-set", record.id), mapping=_dump(record))
+
+    def get_lesion_set(self, lesion_set_id: str) -> LesionSetRecord | None:
+        """The lesion set's record, or None."""
+        raw = self.redis.hgetall(self._key("lesion-set", lesion_set_id))
+        return LesionSetRecord.model_validate(_load(raw)) if raw else None

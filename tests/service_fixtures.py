@@ -1,0 +1,80 @@
+"""Helpers of the service tests: real uvicorn and ``mrisynth worker`` processes, NIfTI uploads."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import free_port
+
+from mrisynth.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings (lists as JSON)."""
+    values = settings.model_dump(mode="json", exclude_none=True)
+    variables = {
+        f"MRISYNTH_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for name, value in values.items()
+    }
+    return {**os.environ, **variables, "REDIS_URL": str(settings.redis_url)}
+
+
+class Child:
+    """A child process in a session of its own, stopped with SIGTERM to its whole process group."""
+
+    def __init__(self, command: list[str], settings: Settings) -> None:
+        self.process = subprocess.Popen(command, env=service_env(settings), cwd=ROOT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+class Api(Child):
+    """``uvicorn service.app:create_app --factory`` on a free loopback port, started when it answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
+        super().__init__(
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], settings
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"uvicorn did not start on port {port}")
+            time.sleep(0.1)
+
+
+def start_worker(settings: Settings) -> Child:
+    """A real ``mrisynth worker`` on the settings' Redis and queue."""
+    return Child([sys.executable, "-m", "mrisynth", "worker"], settings)
+
+
+def nifti_file(label: np.ndarray, compress: bool = True) -> bytes:
+    """The bytes of a NIfTI-1 file (gzipped: a .nii.gz) holding the array."""
+    data = nib.Nifti1Image(label, np.eye(4)).to_bytes()
+    return gzip.compress(data) if compress else data
