@@ -12,18 +12,22 @@ Three presets, chosen with ``mrisynth train --preset``:
   beta1: the demo has a few thousand steps per stage, not 100 epochs), and a structural code 16
   times smaller than f (6 x 6 x 16) instead of the paper's 4 times, so that DC_f sees the whole
   brain from every code pixel. Step counts come from it/s measured on a quiet 2-core CPU with two
-  torch threads (structure about 6, synthesis about 1, segmentation about 5 it/s): 4000 + 900 +
-  1000 steps, about 11 + 15 + 4 minutes.
+  torch threads (structure about 6, segmentation about 5, synthesis about 0.9 it/s): 3000 + 2500 +
+  1300 steps, about 8 + 8 + 24 minutes. The segmentors get as many steps as it takes them to find
+  the phantom's lesions on real slices (Dice about 0.9 on FLAIR), since they guide the synthesis
+  through (16) and then judge it in the Dice filter.
 * ``test``: 32 x 32 slices, ngf 4, 4 steps per stage, axial slices 2-9, for the unit tests (their
   hand-made volumes have 12 slices).
 
 Loss weights. The paper names a weight per term but gives no values. We use one rule: adversarial,
 discriminator and distribution terms (1)-(4), (7), (8), (13), (14) weigh 1 (least-squares GAN as in
 pix2pix/CycleGAN); pixel-wise reconstruction and consistency terms (6), (9), (10), (15), (16), (17)
-weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism), except the
-structure map reconstruction (5), which weighs 100: f is sparse (about 8 % edge pixels), so its mean
-squared error is small, and at 10 the code discriminator FD_f won and the code carried almost nothing
-(posterior sigma 0.95, decoded maps the average brain); the
+weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism), except two
+mean squared errors over sparse targets, which weigh 100: the structure map reconstruction (5) (f has
+about 8 % edge pixels; at 10 the code discriminator FD_f won and the code carried almost nothing:
+posterior sigma 0.95, decoded maps the average brain) and the lesion guidance (16) (lesions cover a
+few % of a slice; at 10, after 900 steps, the generator drew no lesion the segmentors could find:
+whole-tumor Dice 0.03); the
 semantic-code consistency terms (11), (18) weigh 1, as codes are unnormalized features whose
 consistency should not outweigh the images they must decode to; the segmentation terms (12), (19)
 weigh 1 (they train their own parameters only, and Adam is invariant to a constant scale).
@@ -37,8 +41,9 @@ from models.networks import NetworkConfig
 from mrisynth.brats import SliceConfig
 from mrisynth.structure import DEFAULT_BETA, DEFAULT_EXPANSION
 
-STAGES: tuple[str, ...] = ("structure", "synthesis", "segmentation")
-"""The training stages, in the order they run (Fig. 1; segmentors of Sec. 2.7 last)."""
+STAGES: tuple[str, ...] = ("structure", "segmentation", "synthesis")
+"""The training stages, in the order they run: Fig. 1's two training stages, with the lesion segmentors
+of Sec. 2.7 pre-trained on real data in between (see :mod:`models.segmentation_stage`)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class LossWeights:
     d_2: float = 1.0
     g_2: float = 1.0
     f: float = 10.0
-    lesion_2: float = 10.0
+    lesion_2: float = 100.0
     registration: float = 10.0
     code_2: float = 1.0
     segmentation: float = 1.0
@@ -169,7 +174,7 @@ PRESETS: dict[str, Preset] = {
         image_size=96,
         slices=SliceConfig(start=55, stop=105, test_fraction=0.1, seed=0),
         batch_size=4,
-        steps=StageSteps(structure=4000, synthesis=900, segmentation=1000),
+        steps=StageSteps(structure=3000, synthesis=1300, segmentation=2500),
         checkpoint_every=100,
         log_every=10,
         pairs_per_step=4,

@@ -1,11 +1,13 @@
-"""Stage 3: the standalone lesion segmentors of Sec. 2.7, trained on real data with loss (19).
+"""Stage 2 of training: the standalone lesion segmentors of Sec. 2.7, trained on real data with loss (19).
 
-These are the segmentors the synthesis worker uses for the Dice filter of Sec. 2.8 (``SEG_<modality>``
-in docs/artifacts.md), "pre-trained on real data". This stage goes on training the lesion guidance
-components of the synthesis stage (which learned from real data only, by (12)) with (19) alone, so
-the filter judges the synthetic lesions with the segmentors the generator was guided by. One step:
-label_r,i = SEG_i(x_i) for every modality i, loss (19) against the one-hot real label, one Adam step.
-There is no critic, so there is no D update.
+They are the lesion guidance components of the synthesis stage that follows, pre-trained here: in
+that stage they go on learning from real data only, by (12), and from its first step they guide the
+generator through (16) with segmentations worth following (untrained, they find no lesion, and (16)
+then teaches the generator nothing about lesions). After the synthesis stage they are the
+segmentors of the Dice filter of Sec. 2.8 (``SEG_<modality>`` in docs/artifacts.md), "pre-trained on
+real data", so the filter judges synthetic lesions with the segmentors the generator was guided by.
+One step: label_r,i = SEG_i(x_i) for every modality i, loss (19) against the one-hot real label, one
+Adam step. There is no critic, so there is no D update.
 """
 
 from typing import ClassVar, cast

@@ -1,4 +1,4 @@
-"""Stage 2: reconstruction and translation (Sec. 2.4, Fig. 3) trained jointly with multimodal MRI
+"""Stage 3 of training: reconstruction and translation (Sec. 2.4, Fig. 3) trained jointly with multimodal MRI
 synthesis (Sec. 2.5-2.6, Fig. 4), the critics updated on their own (Fig. 5); losses (7)-(18).
 
 Networks: EC, DC (shared by both halves), EC_r, the lesion guidance components of Sec. 2.7 (variant
@@ -11,8 +11,8 @@ Networks: EC, DC (shared by both halves), EC_r, the lesion guidance components o
   x_gt,j,i = DC(code_g,j, i); label_g,i = SEG_i(x_g,i) with the segmentors frozen ("no learning"
   in generation, Sec. 2.7); f_g,i = the differentiable Algorithm 1 of x_g,i (models.soft_structure);
 * update D (Fig. 5): D and FD with (7) + (13) on detached fakes;
-* freeze D and FD, update G: EC, DC, EC_r with (8)-(11), (14)-(18), the segmentors with (12) only
-  (real data only, Sec. 2.6).
+* freeze D and FD, update G: EC, DC, EC_r with (8)-(11), (14)-(18), the segmentors (pre-trained by
+  :mod:`models.segmentation_stage`) with (12) only (real data only, Sec. 2.6).
 
 Pair sampling: the sums over ordered modality pairs (j, i) in (7), (8), (10), (11), (17), (18) run
 over ``preset.pairs_per_step`` pairs drawn uniformly without replacement each step

@@ -4,18 +4,22 @@
 ``InferenceSession`` per distinct network file (the four ``SEG_<modality>`` files of the ``1SEG``
 variant are the same bytes, hence one session) and reads the lesion library. The CUDA provider is
 asked for when onnxruntime offers it; :attr:`Synthesizer.provider` reports what the sessions actually
-use (``InferenceSession.get_providers()``), CPU otherwise. No torch here.
+use (``InferenceSession.get_providers()``), CPU otherwise. No torch here; onnxruntime is imported
+when sessions are opened, so the API, which imports the job functions to queue them, runs without it.
 """
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from mrisynth.artifacts import NETWORK_IO, ArtifactError, Manifest, verify_artifacts
 from mrisynth.conventions import LABELS
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +29,14 @@ CUDA = "CUDAExecutionProvider"
 
 def _providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, CPU always as the fallback."""
+    import onnxruntime as ort
+
     return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
 
 
-def _open(path: Path, providers: Sequence[str]) -> ort.InferenceSession:
+def _open(path: Path, providers: Sequence[str]) -> "ort.InferenceSession":
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; onnxruntime warns about every unused initializer
     # Idle intra-op threads sleep instead of spinning: a worker shares its cores with other processes
@@ -66,7 +74,7 @@ class Synthesizer:
         self,
         directory: Path,
         manifest: Manifest,
-        sessions: dict[str, ort.InferenceSession],
+        sessions: dict[str, "ort.InferenceSession"],
         lesion_library: np.ndarray,
     ) -> None:
         self.directory = directory
