@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             data.batch(preset.batch_size, rng, torch.device("cpu"))
         loader_rate = 10 / (time.perf_counter() - start)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        log.info("preset %s, %d x %d, on %s (torch %s)", preset.name, *[preset.image_size] * 2, name, torch.__version__)
+        size = preset.image_size
+        log.info("preset %s, %d x %d, on %s (torch %s)", preset.name, size, size, name, torch.__version__)
         log.info("%-13s %6s %9s %9s %9s", "stage", "batch", "steps/s", "images/s", "peak GiB")
         for stage in args.stages:
             for batch_size in args.batch_sizes:
