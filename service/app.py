@@ -62,12 +62,17 @@ async def _redis_unavailable(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": f"Redis unavailable: {error}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
+ROUTERS = (datasets.router, lesion_sets.router, system.router)
+"""The API's routers, in the order they are included."""
+
+
 async def _method_not_allowed(request: Request, error: Exception) -> Response:
     """405 with every method of the path in ``Allow`` (Starlette lists only those of its first route)."""
     path = request.url.path
     allowed = sorted(
         method
-        for route in request.app.routes
+        for router in ROUTERS
+        for route in router.routes
         if isinstance(route, APIRoute) and route.path_regex.match(path)
         for method in route.methods or ()
     )
@@ -114,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form_limits={"max_files": settings.max_upload_files},
     )
     app.state.context = context
-    for router in (datasets.router, lesion_sets.router, system.router):
+    for router in ROUTERS:
         app.include_router(router)
     _document_limits(app, settings)
     app.add_exception_handler(RedisError, _redis_unavailable)

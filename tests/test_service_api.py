@@ -189,6 +189,16 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_leave_nothing(
     assert dataset_queue(Redis.from_url(str(settings.redis_url)), settings).count == queued
 
 
+def test_unknown_method_query_parameter_and_route(api: httpx.Client) -> None:
+    wrong_method = api.put("/datasets", headers=A)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, POST"
+    typo = api.get("/datasets", params={"limt": 5}, headers=A)
+    assert typo.status_code == 422 and typo.json() == {
+        "detail": "query: unknown parameter 'limt' (this route takes limit)"
+    }
+    assert api.get("/dataset", headers=A).status_code == 404
+
+
 def test_unknown_dataset_is_404(api: httpx.Client) -> None:
     for response in (
         api.get("/datasets/nope", headers=A),
@@ -290,6 +300,22 @@ def test_same_idempotency_key_same_dataset(api: httpx.Client, settings: Settings
     assert len(jobs) == 2, jobs  # one chunk job and one assembly job
     assert _wait(api, first.json()["id"], {"finished", "failed"})["state"] == "finished"
     assert _wait(api, theirs.json()["id"], {"finished", "failed"}, headers=B)["state"] == "finished"
+
+
+def test_a_failed_dataset_says_why_and_leaves_no_files(
+    api: httpx.Client, settings: Settings, worker: Child
+) -> None:
+    response = _post(api, {"n": 1, "thresholds": {"structure_mae": 0.0, "dice": 0.0}})
+    assert response.status_code == 202
+    dataset = _wait(api, response.json()["id"], {"finished", "failed"})
+    assert dataset["state"] == "failed" and dataset["download_url"] is None
+    assert (
+        "not accepted in 200 candidates" in dataset["error"]
+        and "relax thresholds.structure_mae" in dataset["error"]
+    )
+    assert dataset["progress"]["rejected"]["structure"] == 200 and dataset["progress"]["accepted"] == 0
+    assert not (settings.data_dir / "datasets" / dataset["id"]).exists()
+    assert api.get(f"{response.json()['status_url']}/download", headers=A).status_code == 409
 
 
 @pytest.fixture(scope="module")
