@@ -114,11 +114,16 @@ def _end(
     log.info("dataset %s %s%s", record.id, record.state, f": {error}" if error else "")
 
 
+_TRACKED = {"state", "progress", "started_at"}
+"""The fields :func:`refresh` updates while a dataset runs (written only when they change)."""
+
+
 def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
     """The record brought up to date with its jobs (saved); a record in a final state as it is."""
     if record.state in FINAL_STATES:
         return record
     store, spec = context.store, record.spec()
+    before = record.model_dump(include=_TRACKED)
     ids = [assembly_job_id(record.id), *(chunk_job_id(record.id, c) for c in range(len(spec.chunks())))]
     assembly, *chunks = Job.fetch_many(ids, connection=context.connection, serializer=JSONSerializer)
     seen = {c: job.meta["progress"] for c, job in enumerate(chunks) if job and "progress" in job.meta}
@@ -133,7 +138,8 @@ def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
     record.progress = _progress(record, cached | seen, ended if ending else now)
     if ending is None:
         record.state = "running" if started else "queued"
-        store.update_dataset(record, {"state", "progress", "started_at"})
+        if record.model_dump(include=_TRACKED) != before:
+            store.update_dataset(record, _TRACKED)
         return record
     if not store.claim_final(record.id):
         return store.get_dataset(record.id) or record
