@@ -1,13 +1,17 @@
 """Helpers of the service tests: real uvicorn and ``mrisynth worker`` processes, NIfTI uploads."""
 
 import gzip
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nibabel as nib
@@ -78,3 +82,36 @@ def nifti_file(label: np.ndarray, compress: bool = True) -> bytes:
     """The bytes of a NIfTI-1 file (gzipped: a .nii.gz) holding the array."""
     data = nib.Nifti1Image(label, np.eye(4)).to_bytes()
     return gzip.compress(data) if compress else data
+
+
+def bundle_cases(bundle: bytes) -> list[dict[str, np.ndarray]]:
+    """Every case of a bundle zip as its manifest lists them, each file opened with nibabel."""
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        return [
+            {
+                key: np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(archive.read(name))).dataobj)
+                for key, name in case["files"].items()
+            }
+            for case in manifest["cases"]
+        ]
+
+
+def detail_text(detail: str | list[dict[str, Any]]) -> str:
+    """An error's detail as text: the string, or each validation error's field path and message."""
+    if isinstance(detail, str):
+        return detail
+    return "; ".join(
+        ".".join(str(part) for part in error["loc"][1:]) + ": " + error["msg"] for error in detail
+    )
+
+
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
+"""The content type of :func:`chunked_multipart`'s body."""
+
+
+def chunked_multipart(size: int) -> Iterator[bytes]:
+    """A multipart upload of one file of ``size`` bytes, sent in chunks without Content-Length."""
+    yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.nii"\r\n\r\n'
+    for _ in range(size // 10_000):
+        yield b"x" * 10_000

@@ -5,24 +5,28 @@ service removes every bundle older than 2 s, comes last.
 """
 
 import asyncio
-import gzip
 import hashlib
-import io
-import json
 import logging
 import time
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import nibabel as nib
 import numpy as np
 import pytest
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from service_fixtures import Api, Child, nifti_file, start_worker
+from service_fixtures import (
+    MULTIPART,
+    Api,
+    Child,
+    bundle_cases,
+    chunked_multipart,
+    detail_text,
+    nifti_file,
+    start_worker,
+)
 
 from mrisynth.conventions import LABELS
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
@@ -101,20 +105,6 @@ def _make(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return dataset
 
 
-def _cases(bundle: bytes) -> list[dict[str, np.ndarray]]:
-    """Every case of a brats-layout zip, each file opened with nibabel."""
-    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
-        manifest = json.loads(archive.read("manifest.json"))
-        cases = []
-        for case in manifest["cases"]:
-            images = {}
-            for key, name in case["files"].items():
-                image = nib.Nifti1Image.from_bytes(gzip.decompress(archive.read(name)))
-                images[key] = np.asarray(image.dataobj)
-            cases.append(images)
-        return cases
-
-
 def test_alive_with_its_model_but_not_ready_without_a_worker(api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     model = api.get("/models").json()
@@ -167,15 +157,6 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
 ]
 
 
-def _fields(detail: str | list[dict[str, Any]]) -> str:
-    """A 4xx detail as text: the string, or each validation error's field path and message."""
-    if isinstance(detail, str):
-        return detail
-    return "; ".join(
-        ".".join(str(part) for part in error["loc"][1:]) + ": " + error["msg"] for error in detail
-    )
-
-
 @pytest.mark.parametrize("body, code, field", BAD_REQUESTS)
 def test_bad_requests_get_a_4xx_naming_the_field_and_leave_nothing(
     api: httpx.Client, settings: Settings, body: dict[str, Any], code: int, field: str
@@ -184,7 +165,7 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_leave_nothing(
     queued = dataset_queue(Redis.from_url(str(settings.redis_url)), settings).count
     response = _post(api, body)
     assert response.status_code == code, response.text
-    assert field in _fields(response.json()["detail"])
+    assert field in detail_text(response.json()["detail"])
     assert api.get("/datasets", headers=A).json()["datasets"] == before
     assert dataset_queue(Redis.from_url(str(settings.redis_url)), settings).count == queued
 
@@ -238,7 +219,7 @@ def test_post_poll_download_and_open_the_niftis(
         head.headers["x-content-sha256"] == dataset["sha256"]
         and head.headers["etag"] == f'"{dataset["sha256"]}"'
     )
-    cases = _cases(bundle)
+    cases = bundle_cases(bundle)
     assert len(cases) == 3
     for case in cases:
         assert set(case) == {"t1", "flair", "seg", "structure", "brainmask"}
@@ -347,20 +328,10 @@ def test_uploaded_lesion_set_is_the_lesion_source(
     theirs = _post(api, {"n": 1, "lesion_source": lesion_set["id"]}, headers=B)
     assert theirs.status_code == 422 and theirs.json()["detail"].startswith("lesion_source: no lesion set")
     dataset = _make(api, {"n": 2, "lesion_source": lesion_set["id"], "layout": "brats", **FAST})
-    cases = _cases(api.get(dataset["download_url"], headers=A).content)
+    cases = bundle_cases(api.get(dataset["download_url"], headers=A).content)
     assert len(cases) == 2
     for case in cases:
         assert set(np.unique(case["seg"])) == {0, 2}, "the lesions come from the edema-only upload"
-
-
-MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
-
-
-def _chunked_upload(size: int) -> Iterator[bytes]:
-    """A multipart upload of one file of ``size`` bytes, sent in chunks without Content-Length."""
-    yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.nii"\r\n\r\n'
-    for _ in range(size // 10_000):
-        yield b"x" * 10_000
 
 
 def _upload(api: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
@@ -387,12 +358,12 @@ def test_bad_uploads_get_a_4xx_and_leave_nothing(
         (_upload(api, ("big.nii", noise)), 413, "larger than 100000 bytes (the service's max_upload_bytes)"),
         (_upload(api, *[(f"{i}.nii.gz", edema_only) for i in range(5)]), 400, "Maximum number of files is 4"),
         (api.post("/lesion-sets", headers=A), 422, "files"),
-        (api.post("/lesion-sets", content=_chunked_upload(5 * 30_000), headers={**A, **MULTIPART}), 413,
+        (api.post("/lesion-sets", content=chunked_multipart(150_000), headers={**A, **MULTIPART}), 413,
          "larger than 100000 bytes"),
     ]  # fmt: skip
     for response, code, why in cases:
         assert response.status_code == code, response.text
-        assert why in _fields(response.json()["detail"]), response.text
+        assert why in detail_text(response.json()["detail"]), response.text
     assert sorted(p.name for p in root.iterdir()) == before, "no lesion set, not even a partial one"
 
 
