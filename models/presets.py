@@ -35,6 +35,7 @@ weigh 1 (they train their own parameters only, and Adam is invariant to a consta
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from models.networks import NetworkConfig
@@ -193,6 +194,31 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 """The presets by name; ``dataclasses.replace`` one to override fields (the tests do)."""
+
+
+def with_overrides(preset: Preset, weights: Mapping[str, float], steps: Mapping[str, int]) -> Preset:
+    """``preset`` with some loss weights and stage step counts replaced (``mrisynth train --weight/--steps``).
+
+    Args:
+        preset: the preset to start from; its name is kept (``run.json`` records every value).
+        weights: loss weight by :class:`LossWeights` field name, e.g. ``{"lesion_2": 100.0}``.
+        steps: optimizer steps by stage name; the preset must count steps (not ``epochs``).
+
+    Raises:
+        ValueError: an unknown weight or stage name (the message lists the known ones), or steps for an
+            ``epochs`` preset.
+    """
+    known = {f.name for f in dataclasses.fields(LossWeights)}
+    if unknown := sorted(set(weights) - known):
+        raise ValueError(f"unknown loss weights {unknown}; choose among {sorted(known)}")
+    if unknown := sorted(set(steps) - set(STAGES)):
+        raise ValueError(f"unknown stages {unknown}; choose among {list(STAGES)}")
+    if steps and preset.steps is None:
+        raise ValueError(f"preset {preset.name!r} counts epochs, not steps")
+    new_steps = dataclasses.replace(preset.steps, **steps) if preset.steps is not None else None
+    return dataclasses.replace(
+        preset, weights=dataclasses.replace(preset.weights, **weights), steps=new_steps
+    )
 
 
 def get_preset(name: str) -> Preset:

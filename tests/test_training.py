@@ -19,7 +19,7 @@ import torch
 
 from models.data import TrainingData, load_training_data
 from models.networks import define_networks
-from models.presets import STAGES, get_preset
+from models.presets import STAGES, get_preset, with_overrides
 from models.segmentation_stage import SegmentationStage
 from models.soft_structure import soft_structural_feature_map
 from models.stage import Stage
@@ -203,3 +203,17 @@ def test_cli_writes_run_directory_and_resume_matches_uninterrupted_run(
     resumed = torch.load(interrupted / "checkpoint.pt", weights_only=False)["networks"]
     for key, value in checkpoint["networks"].items():
         torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_overrides_replace_only_the_named_weights_and_steps() -> None:
+    demo = get_preset("demo")
+    changed = with_overrides(demo, {"lesion_2": 5.0}, {"synthesis": 7})
+    assert changed.weights.lesion_2 == 5.0 and changed.steps is not None and changed.steps.synthesis == 7
+    assert changed.weights.g_1 == demo.weights.g_1 and changed.steps.structure == demo.steps.structure
+    assert changed.name == "demo"
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        with_overrides(demo, {"lesion": 1.0}, {})
+    with pytest.raises(ValueError, match="unknown stages"):
+        with_overrides(demo, {}, {"segmentor": 1})
+    with pytest.raises(ValueError, match="counts epochs"):
+        with_overrides(get_preset("paper"), {}, {"synthesis": 1})
