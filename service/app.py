@@ -2,8 +2,9 @@
 
 Routes are in :mod:`service.api.routes`; the API by example is ``docs/api.md``. Besides the routes the
 app counts and times requests (:mod:`service.metrics`), answers Redis outages with 503, limits request
-bodies to ``max_upload_bytes`` and, while it runs, sweeps the datasets every ``sweep_interval_s``
-(:func:`service.status.sweep`: progress refreshed, expired bundles removed).
+bodies to ``max_upload_bytes``, without API keys answers loopback clients only (:mod:`service.loopback`)
+and, while it runs, sweeps the datasets every ``sweep_interval_s`` (:func:`service.status.sweep`:
+progress refreshed, expired bundles removed).
 """
 
 import asyncio
@@ -24,22 +25,17 @@ from service.api.responses import errors
 from service.api.routes import datasets, lesion_sets, system
 from service.context import ServiceContext, build_context
 from service.limits import BodyLimit
+from service.loopback import LOOPBACK_ONLY, LoopbackOnly, requires_loopback
 from service.metrics import RequestMetrics
 from service.status import sweep
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_ONLY = "no API keys configured: serving on loopback only"
-"""Logged at start without API keys; the launcher must then bind 127.0.0.1 / ::1 only."""
-
-
-def requires_loopback(settings: Settings) -> bool:
-    """Whether the service may only listen on the loopback: without API keys anyone who reaches it
-    could use it."""
-    return not settings.api_keys
+__all__ = ["LOOPBACK_ONLY", "ROUTERS", "create_app", "requires_loopback"]
 
 
 async def _sweep_forever(context: ServiceContext) -> None:
+    """Sweep the datasets every ``sweep_interval_s`` while the app runs; a Redis outage skips a round."""
     while True:
         await asyncio.sleep(context.settings.sweep_interval_s)
         try:
@@ -50,6 +46,7 @@ async def _sweep_forever(context: ServiceContext) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run :func:`_sweep_forever` alongside the app."""
     task = asyncio.create_task(_sweep_forever(app.state.context))
     try:
         yield
@@ -58,8 +55,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> Response:
+    """503 for a Redis outage; the error, which names Redis' address, goes to the log only."""
     log.error("Redis unavailable: %s", error)
-    return JSONResponse({"detail": f"Redis unavailable: {error}"}, status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(
+        {"detail": "Redis unavailable: the service cannot reach its job store; try again later"},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
 
 
 ROUTERS = (datasets.router, lesion_sets.router, system.router)
@@ -125,5 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, setting="max_upload_bytes")
+    if requires_loopback(settings):
+        app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestMetrics, metrics=context.metrics)
     return app

@@ -14,20 +14,18 @@ import asyncio
 import json
 import logging
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
-from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+
+from service.embedded import find_redis_server, free_loopback_port, private_redis, worker_processes
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +33,8 @@ KEY = "benchmark-key"
 START_TIMEOUT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
-def _child(command: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def _child(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
     """A child process, terminated (then killed) on exit."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -56,21 +48,13 @@ def _child(command: list[str], env: dict[str, str] | None = None) -> Iterator[su
             process.wait()
 
 
-def _wait_until(ready: object, what: str, process: subprocess.Popen) -> None:
+def _wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen) -> None:
     """Poll ``ready()`` until true; RuntimeError if the process ends or it takes too long."""
-    assert callable(ready)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start")
         time.sleep(0.05)
-
-
-def _redis_answers(url: str) -> bool:
-    try:
-        return bool(Redis.from_url(url).ping())
-    except RedisConnectionError:
-        return False
 
 
 def _api_answers(url: str) -> bool:
@@ -82,38 +66,25 @@ def _api_answers(url: str) -> bool:
 
 @contextmanager
 def _stack(workdir: Path, workers: int) -> Iterator[str]:
-    """Redis, the API and the workers; yields the API's URL."""
-    redis_port, api_port = _free_port(), _free_port()
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "MRISYNTH_DATA_DIR": str(workdir / "data"),
-        "MRISYNTH_QUEUE": "benchmark",
-        "MRISYNTH_API_KEYS": json.dumps([KEY]),
-        "MRISYNTH_MAX_ACTIVE_JOBS_PER_KEY": str(10**9),
-        "MRISYNTH_SWEEP_INTERVAL_S": "3600",
-    }
-    redis_command = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-    api_command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-    ]
+    """Redis (:func:`service.embedded.private_redis`), the workers and the API; yields the API's URL."""
     with ExitStack() as stack:
-        redis = stack.enter_context(
-            _child([*redis_command, "--save", "", "--appendonly", "no", "--dir", str(workdir)])
-        )
-        _wait_until(lambda: _redis_answers(redis_url), "redis-server", redis)
-        for _ in range(workers):
-            stack.enter_context(_child([sys.executable, "-m", "mrisynth", "worker"], env))
-        url = f"http://127.0.0.1:{api_port}"
+        redis_url = stack.enter_context(private_redis(workdir))
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "MRISYNTH_DATA_DIR": str(workdir / "data"),
+            "MRISYNTH_QUEUE": "benchmark",
+            "MRISYNTH_API_KEYS": json.dumps([KEY]),
+            "MRISYNTH_MAX_ACTIVE_JOBS_PER_KEY": str(10**9),
+            "MRISYNTH_SWEEP_INTERVAL_S": "3600",
+        }
+        if workers:
+            stack.enter_context(worker_processes(workers, env))
+        port = free_loopback_port()
+        url = f"http://127.0.0.1:{port}"
+        api_command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
         api = stack.enter_context(
-            _child([*api_command, "--port", str(api_port), "--log-level", "warning"], env)
+            _child([*api_command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env)
         )
         _wait_until(lambda: _api_answers(url), "uvicorn", api)
         yield url
@@ -163,7 +134,8 @@ async def _run(url: str, clients: int, requests: int, n: int) -> dict[str, tuple
 
 
 def _row(name: str, latencies: list[float], wall_s: float) -> str:
-    cuts = statistics.quantiles(latencies, n=100)
+    """A line of the table: count, p50 and p99 in ms, requests per second."""
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
     return (
         f"{name:<20} {len(latencies):>6} {1000 * cuts[49]:>9.1f} {1000 * cuts[98]:>9.1f} "
         f"{len(latencies) / wall_s:>10.1f}"
@@ -184,8 +156,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if min(args.clients, args.requests, args.n) < 1 or args.workers < 0:
         parser.error("--clients, --requests and --n must be >= 1, --workers >= 0")
-    if shutil.which("redis-server") is None:
-        parser.error("redis-server is not on PATH")
+    try:
+        find_redis_server()
+    except RuntimeError as error:
+        parser.error(str(error))
     with (
         tempfile.TemporaryDirectory(prefix="mrisynth-benchmark-") as workdir,
         _stack(Path(workdir), args.workers) as url,

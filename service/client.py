@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from mrisynth.artifacts import sha256_file
+
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
@@ -167,11 +169,6 @@ def _fetch(client: httpx.Client, url: str, part: Path) -> int:
     return offset
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def download(client: httpx.Client, url: str, sha256: str, part: Path) -> None:
     """Download ``url`` into ``part`` until it is whole and has ``sha256``, resuming after a cut.
 
@@ -190,7 +187,7 @@ def download(client: httpx.Client, url: str, sha256: str, part: Path) -> None:
                 raise
             log.warning("download cut (%s); resuming", error)
             continue
-        actual = _sha256(part)
+        actual = sha256_file(part)
         if actual == sha256:
             return
         part.unlink()

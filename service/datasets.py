@@ -3,7 +3,8 @@
 Creating one checks, in order: ``n`` against ``max_n``, the lesion source (the caller's own lesion set),
 the idempotency key (a replay returns the first dataset), the disk cap and the owner's active jobs. Only
 then is the record saved and the jobs queued (:func:`worker.jobs.enqueue_dataset`); if that fails,
-record, reservation and key are undone, so a refused or failed request leaves nothing behind.
+record, reservation, key and any job already queued are undone, so a refused or failed request leaves
+nothing behind.
 """
 
 import hashlib
@@ -16,10 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import HTTPException, status
+from redis.exceptions import RedisError
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from service.context import ServiceContext
 from service.disk import check_disk_cap
-from service.lesion_sets import lesion_set_dir
+from service.lesion_sets import find_lesion_set, lesion_set_dir
 from service.schemas import MAX_SEED, DatasetCreate, Progress
 from service.status import expire_if_due, refresh
 from service.store import FINAL_STATES, DatasetRecord
@@ -42,8 +46,8 @@ def _lesion_source(context: ServiceContext, owner: str, source: str) -> LesionSo
         return "library"
     if source == "none":
         return "none"
-    lesion_set = context.store.get_lesion_set(source)
-    if lesion_set is None or lesion_set.owner != owner:
+    lesion_set = find_lesion_set(context, owner, source)
+    if lesion_set is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"lesion_source: no lesion set {source!r} of yours; use 'library', 'none' or the id "
@@ -71,6 +75,18 @@ def _replay(context: ServiceContext, owner: str, key_hash: str, fingerprint: str
         context.store.release_idempotency(owner, key_hash)
         return None
     return record
+
+
+def _drop_jobs(context: ServiceContext, record: DatasetRecord) -> None:
+    """Delete the jobs of a dataset whose queueing failed half-way (chunks queued, assembly not), so
+    that no worker runs them; best effort, as Redis may be what failed."""
+    try:
+        jobs = Job.fetch_many(record.job_ids(), connection=context.connection, serializer=JSONSerializer)
+        for job in jobs:
+            if job is not None:
+                job.delete()
+    except RedisError as error:
+        log.warning("dataset %s: could not delete its queued jobs: %s", record.id, error)
 
 
 def create_dataset(
@@ -126,6 +142,7 @@ def create_dataset(
         enqueue_dataset(context.queue, record.spec(), settings)
     except Exception:
         store.forget_dataset(record)
+        _drop_jobs(context, record)
         if key_hash is not None and store.idempotent(owner, key_hash) == (record.id, fingerprint):
             store.release_idempotency(owner, key_hash)
         raise
@@ -166,11 +183,15 @@ def delete_dataset(context: ServiceContext, record: DatasetRecord) -> None:
     ended one (then 404). Either way its files are removed."""
     store, settings = context.store, context.settings
     if record.state not in FINAL_STATES and store.claim_final(record.id):
-        cancel_dataset(context.connection, record.id, settings)
-        store.release_active(record.owner, record.id)
-        record.state, record.ended_at = "cancelled", datetime.now(UTC)
-        record.progress = record.progress.model_copy(update={"eta_s": None})
-        store.update_dataset(record, {"state", "ended_at", "progress"}, ttl_s=settings.bundle_ttl_s)
+        try:
+            cancel_dataset(context.connection, record.id, settings)
+            store.release_active(record.owner, record.id)
+            record.state, record.ended_at = "cancelled", datetime.now(UTC)
+            record.progress = record.progress.model_copy(update={"eta_s": None})
+            store.update_dataset(record, {"state", "ended_at", "progress"}, ttl_s=settings.bundle_ttl_s)
+        except BaseException:
+            store.release_final(record.id)
+            raise
         log.info("dataset %s cancelled", record.id)
         return
     shutil.rmtree(dataset_dir(settings, record.id), ignore_errors=True)

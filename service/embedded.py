@@ -11,7 +11,6 @@ this process only, which stops them in order: the workers (RQ's cold shutdown, w
 job's work-horse down too), then Redis.
 """
 
-import ipaddress
 import logging
 import os
 import shutil
@@ -33,7 +32,8 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mrisynth.settings import Settings
-from service.app import create_app, requires_loopback
+from service.app import create_app
+from service.loopback import is_loopback, requires_loopback
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +65,6 @@ class ServeOptions:
 
 class StopSignal(BaseException):
     """SIGINT or SIGTERM arrived: stop everything that was started."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``localhost`` or an IP address) is a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(settings: Settings, host: str) -> None:

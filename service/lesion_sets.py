@@ -5,8 +5,8 @@ name is only shown back) in a hidden staging folder, checked, and the folder is 
 ``data_dir/lesion-sets/<id>/`` once every file passed, so a set is complete or absent. The checks are
 the worker's own (:func:`worker.lesions.read_label_files`: a real NIfTI, 2D or 3D, values in
 {0, 1, 2, 4}, a slice with a lesion), after a look at the header that refuses volumes over
-:data:`MAX_LABEL_VOXELS` before their voxels are decompressed. The folder is what the jobs get as
-``lesion_source``.
+:data:`MAX_LABEL_VOXELS`, empty or negative axes and voxel types that are not numbers before the voxels
+are read. The folder is what the jobs get as ``lesion_source``.
 """
 
 import logging
@@ -21,6 +21,8 @@ from typing import BinaryIO
 import nibabel as nib
 import numpy as np
 from fastapi import HTTPException, status
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from mrisynth.settings import Settings
 from service.context import ServiceContext
@@ -35,6 +37,17 @@ MAX_LABEL_VOXELS = 2 * 240 * 240 * 155
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+UNREADABLE: tuple[type[Exception], ...] = (
+    ImageFileError,
+    HeaderDataError,
+    OSError,
+    EOFError,
+    OverflowError,
+    ValueError,
+    zlib.error,
+)
+"""What nibabel raises for a file that is not a NIfTI image, or a damaged or inconsistent one."""
+
 
 def lesion_set_dir(settings: Settings, lesion_set_id: str) -> Path:
     """Folder of a lesion set's files."""
@@ -47,19 +60,36 @@ def _invalid(field: str, why: str) -> HTTPException:
 
 def _check_label_file(path: Path, field: str, image_size: tuple[int, int]) -> int:
     """Number of lesion slices of a stored upload; 422 naming the upload if it is not a label file."""
+
+    def hide_path(text: str) -> str:
+        return text.replace(f"{path}: ", "").replace(str(path), "the file")
+
     try:
         image = nib.load(path)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:
-        raise _invalid(field, f"not a NIfTI image ({error})".replace(str(path), "the file")) from error
+    except UNREADABLE as error:
+        raise _invalid(field, hide_path(f"not a NIfTI image ({error})")) from error
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise _invalid(field, f"a {type(image).__name__}, not a NIfTI image")
-    voxels = int(np.prod(image.shape, dtype=np.int64))
+    shape, dtype = tuple(int(n) for n in image.shape), image.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise _invalid(field, f"voxels of type {dtype}, not numbers")
+    if not shape or min(shape) < 1:
+        raise _invalid(field, f"shape {shape} has no voxels")
+    voxels = int(np.prod(shape, dtype=np.int64))
     if voxels > MAX_LABEL_VOXELS:
-        raise _invalid(field, f"{voxels} voxels {image.shape}, more than the {MAX_LABEL_VOXELS} allowed")
+        raise _invalid(field, f"{voxels} voxels {shape}, more than the {MAX_LABEL_VOXELS} allowed")
     try:
         return len(read_label_files(path, image_size))
     except ValueError as error:
-        raise _invalid(field, str(error).replace(f"{path}: ", "").replace(str(path), "the file")) from error
+        raise _invalid(field, hide_path(str(error))) from error
+    except UNREADABLE as error:
+        raise _invalid(field, hide_path(f"a damaged NIfTI image ({error})")) from error
+
+
+def find_lesion_set(context: ServiceContext, owner: str, lesion_set_id: str) -> LesionSetRecord | None:
+    """The owner's lesion set, or None if there is none or it is another owner's."""
+    record = context.store.get_lesion_set(lesion_set_id)
+    return record if record is not None and record.owner == owner else None
 
 
 def save_lesion_set(

@@ -21,6 +21,10 @@ from service.store import Store
 
 STATES: tuple[DatasetState, ...] = ("queued", "running", "finished", "failed", "cancelled")
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted by name; any other (clients may send any token) is counted as ``other``, so that
+they cannot make new series without end."""
+
 
 class _JobsCollector(Collector):
     """Datasets by state, queue depth, workers and samples/s, from Redis at scrape time."""
@@ -78,8 +82,13 @@ class Metrics:
 
 
 class RequestMetrics:
-    """ASGI middleware counting and timing every HTTP request by its route template (not its path,
-    so that ids do not make new series)."""
+    """ASGI middleware counting and timing every HTTP request by its method (see :data:`METHODS`) and
+    route template (not its path, so that ids do not make new series).
+
+    Args:
+        app: the app.
+        metrics: where to count.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -91,17 +100,18 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        method = scope["method"] if scope["method"] in METHODS else "other"
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 route = getattr(scope.get("route"), "path", "unmatched")
-                self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+                self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.requests.labels(method, route, str(status)).inc()

@@ -3,8 +3,9 @@
 A dataset's record (:mod:`service.store`) is brought up to date by :func:`refresh` whenever it is read
 and by the periodic :func:`sweep`: the chunk jobs' ``meta["progress"]`` give the progress (cached in
 the record, as RQ drops finished jobs after a while), the assembly job the outcome. The first process
-to see a dataset end records it (:meth:`~service.store.Store.claim_final`): it hashes a finished zip
-once, or removes a failed dataset's files. A finished bundle is removed ``bundle_ttl_s`` after it
+to see a dataset end records it (:meth:`~service.store.Store.claim_final`, given back if recording
+fails, so that the next refresh tries again): it hashes a finished zip once, or removes a failed
+dataset's files. A finished bundle is removed ``bundle_ttl_s`` after it
 finished (:func:`expire_if_due`, at access and in the sweep); its record stays a while as ``expired``.
 """
 
@@ -22,7 +23,7 @@ from mrisynth.artifacts import sha256_file
 from service.context import ServiceContext
 from service.schemas import DatasetPublic, Progress
 from service.store import FINAL_STATES, DatasetRecord
-from worker.jobs import assembly_job_id, bundle_path, cancel_dataset, chunk_job_id, dataset_dir
+from worker.jobs import bundle_path, cancel_dataset, dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,11 @@ def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
     """The record brought up to date with its jobs (saved); a record in a final state as it is."""
     if record.state in FINAL_STATES:
         return record
-    store, spec = context.store, record.spec()
+    store = context.store
     before = record.model_dump(include=_TRACKED)
-    ids = [assembly_job_id(record.id), *(chunk_job_id(record.id, c) for c in range(len(spec.chunks())))]
-    assembly, *chunks = Job.fetch_many(ids, connection=context.connection, serializer=JSONSerializer)
+    assembly, *chunks = Job.fetch_many(
+        record.job_ids(), connection=context.connection, serializer=JSONSerializer
+    )
     seen = {c: job.meta["progress"] for c, job in enumerate(chunks) if job and "progress" in job.meta}
     cached = store.chunk_progress(record.id)
     store.save_chunk_progress(record.id, {c: p for c, p in seen.items() if cached.get(c) != p})
@@ -143,7 +145,11 @@ def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
         return record
     if not store.claim_final(record.id):
         return store.get_dataset(record.id) or record
-    _end(context, record, *ending, ended)
+    try:
+        _end(context, record, *ending, ended)
+    except BaseException:
+        store.release_final(record.id)
+        raise
     return record
 
 

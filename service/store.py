@@ -24,7 +24,7 @@ from redis.typing import EncodableT, FieldT
 
 from service.schemas import DatasetCreate, DatasetState, LesionSetPublic, Progress
 from worker.bundle_layout import BundleOptions
-from worker.jobs import DatasetSpec
+from worker.jobs import DatasetSpec, assembly_job_id, chunk_job_id
 from worker.request import LesionSourceName, SynthesisRequest
 
 RecordState = DatasetState | Literal["expired"]
@@ -85,6 +85,11 @@ class DatasetRecord(BaseModel):
             bundle=BundleOptions(layout=asked.layout, extras=True, previews=asked.previews),
             chunk_size=self.chunk_size,
         )
+
+    def job_ids(self) -> list[str]:
+        """RQ job ids of the dataset: its assembly job's, then each chunk job's in order."""
+        chunks = range(len(self.spec().chunks()))
+        return [assembly_job_id(self.id), *(chunk_job_id(self.id, chunk) for chunk in chunks)]
 
 
 class LesionSetRecord(LesionSetPublic):
@@ -154,6 +159,11 @@ class Store:
     def claim_final(self, dataset_id: str) -> bool:
         """True for exactly one caller per dataset: the one that records its final state."""
         return bool(self.redis.hsetnx(self._key("dataset", dataset_id), _FINAL_CLAIM, "1"))
+
+    def release_final(self, dataset_id: str) -> None:
+        """Give up a :meth:`claim_final` whose final state could not be recorded, so that a later
+        refresh records it."""
+        self.redis.hdel(self._key("dataset", dataset_id), _FINAL_CLAIM)
 
     def get_dataset(self, dataset_id: str) -> DatasetRecord | None:
         """The record, or None if there is none (never made, or dropped)."""

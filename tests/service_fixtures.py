@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -82,6 +83,14 @@ def nifti_file(label: np.ndarray, compress: bool = True) -> bytes:
     """The bytes of a NIfTI-1 file (gzipped: a .nii.gz) holding the array."""
     data = nib.Nifti1Image(label, np.eye(4)).to_bytes()
     return gzip.compress(data) if compress else data
+
+
+def patched_header(nifti: bytes, offset: int, layout: str, *values: int) -> bytes:
+    """An uncompressed NIfTI-1 file with header fields overwritten: ``values`` packed as ``layout``
+    (:mod:`struct`) at byte ``offset``, e.g. ``dim`` at 40 (``"<4h"``), ``datatype`` at 70 (``"<h"``)."""
+    patched = bytearray(nifti)
+    struct.pack_into(layout, patched, offset, *values)
+    return bytes(patched)
 
 
 def bundle_cases(bundle: bytes) -> list[dict[str, np.ndarray]]:

@@ -3,7 +3,9 @@ Dockerfiles name files, commands, settings and packages that exist."""
 
 import importlib
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -12,9 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
+from redis import Redis
+from rq import Worker
 
 from mrisynth.cli import _parser
 from mrisynth.settings import Settings
+from worker.jobs import dataset_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -154,8 +159,32 @@ def test_redis_persists_with_appendonly(services: dict[str, Any]) -> None:
 def test_healthchecks_and_start_order(services: dict[str, Any]) -> None:
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert any("/healthz" in part for part in services["api"]["healthcheck"]["test"])
+    assert services["worker"]["healthcheck"]["test"][:3] == ["CMD", "python", "-c"]
     for name in ("api", "worker"):
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_the_worker_healthcheck_finds_the_worker_of_its_host(
+    services: dict[str, Any], redis_url: str
+) -> None:
+    """The worker's healthcheck command, run here on a real Redis: unhealthy until a worker of this
+    host (a container's) is registered, healthy while one is."""
+    *_, script = services["worker"]["healthcheck"]["test"]
+
+    def healthcheck() -> int:
+        environment = {"PATH": os.environ["PATH"], "REDIS_URL": redis_url}
+        return subprocess.run([sys.executable, "-c", script], env=environment, timeout=60).returncode
+
+    connection = Redis.from_url(redis_url)
+    assert not [w for w in Worker.all(connection=connection) if w.hostname == socket.gethostname()]
+    assert healthcheck() == 1
+    worker = Worker([dataset_queue(connection, Settings(queue="test-healthcheck"))], connection=connection)
+    worker.register_birth()
+    try:
+        assert healthcheck() == 0
+    finally:
+        worker.register_death()
+    assert healthcheck() == 1
 
 
 def test_worker_reserves_a_gpu_and_scales(services: dict[str, Any]) -> None:

@@ -71,9 +71,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         process.wait(timeout=30)
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, path: str = "/readyz") -> bool:
+    """Whether ``url`` answers 200 at ``path``."""
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -175,6 +176,50 @@ def test_sigint_stops_every_child_and_removes_the_temp_dir(
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
     assert not list(served.tmpdir.glob("mrisynth-serve-*")), "the temporary directory should be removed"
     assert "stopped by SIGINT" in served.log.read_text()
+
+
+def _command_lines(pids: list[int]) -> list[bytes]:
+    """The command lines of the processes still there."""
+    lines = []
+    for pid in pids:
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+        except OSError:
+            continue
+    return lines
+
+
+def test_with_redis_url_serve_is_the_gateway_only(redis_url: str, tmp_path: Path) -> None:
+    """``REDIS_URL`` set: the API on that Redis, without a redis-server or a worker of its own."""
+    port, log = free_port(), tmp_path / "serve.log"
+    environment = _environment(
+        REDIS_URL=redis_url, MRISYNTH_QUEUE="test-gateway", MRISYNTH_DATA_DIR=str(tmp_path / "data")
+    )
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mrisynth", "serve", "--port", str(port)],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(url, "/healthz"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        checks = httpx.get(f"{url}/readyz").json()["checks"]
+        assert checks == {"artifacts": "ok", "redis": "ok", "workers": "no worker on queue test-gateway"}
+        started = _command_lines(descendant_pids(process.pid))
+        assert not [line for line in started if b"redis-server" in line or b"worker" in line], started
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "gateway only: Redis at 127.0.0.1" in text and "stopped by SIGINT" in text, text
 
 
 BLOB = np.random.default_rng(0).bytes(3000)

@@ -4,9 +4,7 @@ The tests run in file order: readiness is checked before the worker starts, and 
 service removes every bundle older than 2 s, comes last.
 """
 
-import asyncio
 import hashlib
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,12 +23,12 @@ from service_fixtures import (
     chunked_multipart,
     detail_text,
     nifti_file,
+    patched_header,
     start_worker,
 )
 
 from mrisynth.conventions import LABELS
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
-from service.app import LOOPBACK_ONLY, create_app, requires_loopback
 from worker.jobs import chunk_job_id, dataset_queue
 
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
@@ -153,6 +151,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
     ({"n": 1, "layout": "nifti"}, 422, "layout"),
     ({"n": 1, "seed": -1}, 422, "seed"),
     ({"n": 1, "colour": "blue"}, 422, "colour"),
+    ({"n": "1"}, 422, "n: Input should be a valid integer"),
+    ({"n": 1, "previews": 0}, 422, "previews: Input should be a valid boolean"),
     ({"n": 1, "lesion_source": "0123456789abcdef"}, 422, "lesion_source: no lesion set '0123456789abcdef'"),
 ]
 
@@ -168,6 +168,13 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_leave_nothing(
     assert field in detail_text(response.json()["detail"])
     assert api.get("/datasets", headers=A).json()["datasets"] == before
     assert dataset_queue(Redis.from_url(str(settings.redis_url)), settings).count == queued
+
+
+def test_a_body_that_is_not_a_json_object_gets_422(api: httpx.Client) -> None:
+    for content in (b"{not json", b"[1]", b"n=1", b""):
+        response = api.post("/datasets", content=content, headers={**A, "Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][0] == "body"
 
 
 def test_unknown_method_query_parameter_and_route(api: httpx.Client) -> None:
@@ -348,6 +355,10 @@ def test_bad_uploads_get_a_4xx_and_leave_nothing(
     empty = np.zeros((32, 32, 2), dtype=np.uint8)
     four_d = np.ones((8, 8, 2, 2), dtype=np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, 120_000, dtype=np.uint8).tobytes()
+    flat = np.zeros((16, 16), dtype=np.uint8)
+    flat[4:8, 4:8] = 1
+    plain = nifti_file(flat, compress=False)
+    rgb = np.zeros((16, 16), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     cases = [
         (_upload(api, ("ok.nii.gz", edema_only), ("scan.png", b"\x89PNG\r\n\x1a\n" + b"0" * 500)), 422,
          "files[1] (scan.png): not a NIfTI image"),
@@ -355,6 +366,14 @@ def test_bad_uploads_get_a_4xx_and_leave_nothing(
          "files[0] (seg.nii.gz): label values must be in (0, 1, 2, 4), found [3]"),
         (_upload(api, ("empty.nii.gz", nifti_file(empty))), 422, "files[0] (empty.nii.gz): none of"),
         (_upload(api, ("4d.nii.gz", nifti_file(four_d))), 422, "files[0] (4d.nii.gz): a label must be 2D"),
+        (_upload(api, ("neg.nii", patched_header(plain, 40, "<4h", 3, 16, 16, -5))), 422,
+         "files[0] (neg.nii): shape (16, 16, -5) has no voxels"),
+        (_upload(api, ("code.nii", patched_header(plain, 70, "<h", 9999))), 422,
+         "files[0] (code.nii): not a NIfTI image (data code 9999 not recognized)"),
+        (_upload(api, ("offset.nii", patched_header(plain, 108, "<f", -5))), 422,
+         "files[0] (offset.nii): not a NIfTI image (vox offset -5 too low"),
+        (_upload(api, ("rgb.nii", nifti_file(rgb, compress=False))), 422,
+         "files[0] (rgb.nii): voxels of type [('R', 'u1'), ('G', 'u1'), ('B', 'u1')], not numbers"),
         (_upload(api, ("big.nii", noise)), 413, "larger than 100000 bytes (the service's max_upload_bytes)"),
         (_upload(api, *[(f"{i}.nii.gz", edema_only) for i in range(5)]), 400, "Maximum number of files is 4"),
         (api.post("/lesion-sets", headers=A), 422, "files"),
@@ -413,25 +432,6 @@ def test_metrics(api: httpx.Client, finished: tuple[dict[str, Any], bytes]) -> N
     assert lines["mrisynth_workers"] == 1 and lines["mrisynth_queue_depth"] >= 0
     assert lines["mrisynth_samples_total"] >= 3
     assert 'mrisynth_http_request_duration_seconds_count{method="POST",route="/datasets"}' in lines
-
-
-def test_without_keys_one_local_owner_on_the_loopback(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    assert not requires_loopback(settings)
-    open_settings = settings.model_copy(update={"api_keys": []})
-    assert requires_loopback(open_settings)
-    with caplog.at_level(logging.WARNING, logger="service.app"):
-        app = create_app(open_settings)
-    assert caplog.messages == ["no API keys configured: serving on loopback only"] == [LOOPBACK_ONLY]
-
-    async def listing() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.get("/datasets")
-
-    response = asyncio.run(listing())
-    assert response.status_code == 200 and response.json() == {"datasets": []}
 
 
 def test_bundles_expire_and_the_disk_cap_refuses_new_work(

@@ -1,9 +1,10 @@
-"""Typed FastAPI dependencies: the app's context, the caller (by API key) and the caller's dataset.
+"""Typed FastAPI dependencies: the app's context, the caller (by API key), the caller's dataset and
+lesion set.
 
 With API keys configured (``settings.api_keys``) every request needs ``Authorization: Bearer <key>``;
 the key is compared with each configured key in constant time (:func:`hmac.compare_digest`) and the
 caller is known from then on by its sha256 only. With none configured every request belongs to one
-local owner (and the service must only listen on the loopback, see :func:`service.app.requires_loopback`).
+local owner, and the app answers loopback clients only (:mod:`service.loopback`).
 """
 
 import hashlib
@@ -18,7 +19,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.context import ServiceContext
 from service.datasets import find_dataset
-from service.store import DatasetRecord
+from service.lesion_sets import find_lesion_set
+from service.store import DatasetRecord, LesionSetRecord
 
 LOCAL_OWNER = "local"
 """The owner of every record when no API key is configured."""
@@ -98,3 +100,16 @@ def get_own_dataset(
 
 
 OwnDatasetDep = Annotated[DatasetRecord, Depends(get_own_dataset)]
+
+
+def get_own_lesion_set(
+    context: ContextDep, owner: OwnerDep, lesion_set_id: Annotated[str, PathParam(max_length=64)]
+) -> LesionSetRecord:
+    """The caller's lesion set of the path; 404 if it is unknown or another key's."""
+    record = find_lesion_set(context, owner, lesion_set_id)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"lesion_set_id: no lesion set {lesion_set_id!r}")
+    return record
+
+
+OwnLesionSetDep = Annotated[LesionSetRecord, Depends(get_own_lesion_set)]

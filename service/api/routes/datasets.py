@@ -61,19 +61,24 @@ def get_dataset(context: ContextDep, record: OwnDatasetDep) -> DatasetPublic:
 def download_dataset(context: ContextDep, record: OwnDatasetDep) -> FileResponse:
     """The finished zip, streamed; ``Range: bytes=a-b`` / ``bytes=a-`` answer 206 with that part, so a
     broken download resumes. ``ETag`` and ``X-Content-SHA256`` carry the whole zip's sha256."""
-    path = bundle_path(context.settings, record.id)
     if record.state != "finished" or record.sha256 is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"dataset_id: dataset {record.id!r} is {record.state}; download it when it is finished",
         )
-    if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset_id: the bundle of {record.id!r} was removed")
+    path = bundle_path(context.settings, record.id)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"dataset_id: the bundle of {record.id!r} was removed"
+        ) from None
     return FileResponse(
         path,
         media_type="application/zip",
         filename=path.name,
         headers={"ETag": f'"{record.sha256}"', "X-Content-SHA256": record.sha256},
+        stat_result=stat,
     )
 
 

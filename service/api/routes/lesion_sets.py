@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, UploadFile, status
 
-from service.api.deps import ContextDep, OwnerDep
+from service.api.deps import ContextDep, OwnerDep, OwnLesionSetDep
 from service.api.responses import errors
 from service.lesion_sets import save_lesion_set
 from service.schemas import LesionSetPublic
@@ -30,9 +30,6 @@ def post_lesion_set(
 
 
 @router.get("/{lesion_set_id}", responses=errors(401, 404))
-def get_lesion_set(lesion_set_id: str, context: ContextDep, owner: OwnerDep) -> LesionSetPublic:
+def get_lesion_set(record: OwnLesionSetDep) -> LesionSetPublic:
     """One of the caller's lesion sets; 404 if it is unknown or another key's."""
-    record = context.store.get_lesion_set(lesion_set_id)
-    if record is None or record.owner != owner:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"lesion_set_id: no lesion set {lesion_set_id!r}")
     return LesionSetPublic.model_validate(record.model_dump(exclude={"owner"}))
