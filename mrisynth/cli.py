@@ -61,14 +61,24 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
+def _assignment(text: str) -> tuple[str, float]:
+    """``NAME=VALUE`` of ``--weight`` and ``--steps``, VALUE a number."""
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
 def _train(args: argparse.Namespace) -> None:
-    from models.presets import get_preset
+    from models.presets import get_preset, with_overrides
     from models.trainer import TrainOptions, stage_names, train
 
+    steps = {stage: int(value) for stage, value in args.steps}
     options = TrainOptions(
         data=args.data,
         out=args.out,
-        preset=get_preset(args.preset),
+        preset=with_overrides(get_preset(args.preset), dict(args.weight), steps),
         stages=tuple(stage_names(args.stage)),
         resume=args.resume,
         seed=args.seed,
@@ -215,11 +225,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--stage",
-        choices=("structure", "synthesis", "segmentation", "all"),
+        choices=("structure", "segmentation", "synthesis", "all"),
         default="all",
         help="stage to train; all (default) runs the three in order",
     )
     train.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    train.add_argument(
+        "--weight",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="replace a loss weight, e.g. lesion_2=100 (repeatable; names in models/presets.py)",
+    )
+    train.add_argument(
+        "--steps",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help="replace a stage's step count, e.g. synthesis=4000 (repeatable)",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of torch and of the data sampling")
     train.add_argument(
         "--threads", type=int, default=0, help="CPU threads (default 0: all cores; 1 is faster on a busy CPU)"
