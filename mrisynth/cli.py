@@ -29,9 +29,9 @@ def _montage(args: argparse.Namespace) -> None:
     for case in cases:
         volume = load_case(case)
         slices = [to_gray(volume.images[m][:, :, args.slice]) for m in MODALITIES]
-        rows.append(
-            [*slices, overlay_label(slices[MODALITIES.index("flair")], volume.label[:, :, args.slice])]
-        )
+        flair = slices[MODALITIES.index("flair")]
+        label = None if volume.label is None else volume.label[:, :, args.slice]
+        rows.append([*slices, flair if label is None else overlay_label(flair, label)])
     titles = [*MODALITIES, "flair + label"]
     save_png(args.out, grid(rows, titles, row_names=[f"{c.case_id} z={args.slice}" for c in cases]))
     log.info("wrote a montage of %d cases to %s", len(cases), args.out)

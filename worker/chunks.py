@@ -25,7 +25,7 @@ def save_chunk(path: Path, samples: list[Sample], progress: SynthesisProgress, s
         short: why the chunk made fewer samples than asked (the acceptance error), else None.
     """
     modalities = list(samples[0].images) if samples else []
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "index": np.array([s.index for s in samples], np.int64),
         "images": np.array([[s.images[m] for m in modalities] for s in samples], np.float32),
         "label": np.array([s.label for s in samples], np.uint8),

@@ -197,7 +197,7 @@ def assemble_dataset(arguments: dict) -> dict:
     chunks = [_chunk_path(settings, spec.dataset_id, c) for c in range(len(spec.chunks()))]
     outcomes = [load_outcome(chunk) for chunk in chunks]
     shortfalls = [short for _, short in outcomes if short]
-    if shortfalls and not (spec.allow_short and sum(progress.accepted for progress, _ in outcomes)):
+    if shortfalls and not (spec.allow_short and sum(progress.accepted for progress, _ in outcomes) > 0):
         raise RuntimeError(shortfalls[0])
     manifest = loaded_synthesizer(settings.artifacts_dir).manifest
     out = bundle_path(settings, spec.dataset_id)
