@@ -41,7 +41,8 @@ def save_chunk(path: Path, samples: list[Sample], progress: SynthesisProgress, s
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")  # unique across hosts
     with partial.open("wb") as stream:
-        np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
+        # numpy's stub matches **arrays against the allow_pickle keyword; no array is named so
+        np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     os.replace(partial, path)
 
 
