@@ -38,6 +38,26 @@ def fuse(f: np.ndarray, label: np.ndarray, weights: FusionWeights) -> np.ndarray
     return (weights.label_weight * onehot + structure).astype(np.float32)
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dice of masks, image by image: ``2 |a & b| / (|a| + |b|)``, 1.0 where both are empty.
+
+    The lesion filter's and ``mrisynth evaluate``'s (:mod:`models.evaluation.metrics`).
+
+    Args:
+        a: (..., H, W) masks; nonzero is inside.
+        b: masks of the same shape.
+
+    Returns:
+        float64 (...), one Dice per image, in [0, 1].
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"masks must have the same shape, got {a.shape} and {b.shape}")
+    inside_a, inside_b = a != 0, b != 0
+    overlap = (inside_a & inside_b).sum(axis=(-2, -1))
+    total = inside_a.sum(axis=(-2, -1)) + inside_b.sum(axis=(-2, -1))
+    return np.where(total > 0, 2.0 * overlap / np.maximum(total, 1), 1.0)
+
+
 def whole_tumor_dice(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Dice of the whole tumor (label > 0) between input labels and segmentations.
 
@@ -48,11 +68,7 @@ def whole_tumor_dice(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     Returns:
         float64 (B, M); 1.0 where both are empty (the healthy-brain convention), 0.0 where only one is.
     """
-    truth = (label > 0)[:, None]
-    found = predicted > 0
-    overlap = (truth & found).sum(axis=(-2, -1))
-    total = truth.sum(axis=(-2, -1)) + found.sum(axis=(-2, -1))
-    return np.where(total > 0, 2.0 * overlap / np.maximum(total, 1), 1.0)
+    return dice(np.broadcast_to((label > 0)[:, None], predicted.shape), predicted > 0)
 
 
 def accept_lesion(

@@ -1,11 +1,12 @@
 """Per-image scores of the evaluation: Dice and MSE of segmentations (Sec. 3.4), and MS-SSIM.
 
 Dice (Dice 1945, the paper's [5]) is the **whole-tumor** Dice, lesion = label > 0, as the worker's
-lesion filter scores synthetic samples (:mod:`worker.filters`): one number per 2D image, 1.0 when
-both masks are empty. MSE (the paper's [19]) is the squared error of loss (19), the mean over pixels
-and label channels of ``(onehot(label) - probabilities) ** 2``. The paper averages both over the 2D
-test images and the four modalities (Sec. 3.4); :func:`segmentation_scores` returns them per image
-and modality so that the callers can average, and plot, as they need.
+lesion filter scores synthetic samples, with the same function (:func:`worker.filters.dice`): one
+number per 2D image, 1.0 when both masks are empty. MSE (the paper's [19]) is the squared error of
+loss (19), the mean over pixels and label channels of ``(onehot(label) - probabilities) ** 2``. The
+paper averages both over the 2D test images and the four modalities (Sec. 3.4);
+:func:`segmentation_scores` returns them per image and modality so that the callers can average, and
+plot, as they need.
 
 MS-SSIM (Wang, Simoncelli and Bovik 2003) measures how alike two images are at five scales; the mean
 MS-SSIM over pairs of samples of one set is the diversity score of Odena et al. and of Karras et al.
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from mrisynth.conventions import LABELS
+from worker.filters import dice
 
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """Exponents of the five scales of Wang et al. (2003), finest first."""
@@ -26,24 +28,6 @@ SSIM_WINDOW = 11
 
 SSIM_SIGMA = 1.5
 """Standard deviation of that window (Wang et al.)."""
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dice of binary masks, image by image: ``2 |a & b| / (|a| + |b|)``, 1.0 where both are empty.
-
-    Args:
-        a: (..., H, W) masks; nonzero is inside.
-        b: masks of the same shape.
-
-    Returns:
-        float64 (...), one Dice per image, in [0, 1].
-    """
-    if a.shape != b.shape:
-        raise ValueError(f"masks must have the same shape, got {a.shape} and {b.shape}")
-    inside_a, inside_b = a != 0, b != 0
-    overlap = (inside_a & inside_b).sum(axis=(-2, -1))
-    total = inside_a.sum(axis=(-2, -1)) + inside_b.sum(axis=(-2, -1))
-    return np.where(total > 0, 2.0 * overlap / np.maximum(total, 1), 1.0)
 
 
 def onehot(labels: np.ndarray) -> np.ndarray:
