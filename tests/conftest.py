@@ -10,10 +10,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from mrisynth.brats import write_case
+from mrisynth.conventions import MODALITIES
 
 
 def free_port() -> int:
@@ -128,3 +132,42 @@ def descendant_pids(pid: int) -> list[int]:
         generation = [child for child, parent in parents.items() if parent in generation]
         found += generation
     return found
+
+
+TINY_CASE_SHAPE = (48, 48, 12)
+"""Shape of the hand-made cases of the ``brats`` fixture."""
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.GaussianBlur(rng.normal(size=shape).astype(np.float32), (0, 0), 3.0)
+
+
+def _write_case(root: Path, index: int) -> None:
+    rng = np.random.default_rng(index)
+    yy, xx = np.mgrid[: TINY_CASE_SHAPE[0], : TINY_CASE_SHAPE[1]].astype(np.float32)
+    brain = ((yy - 24) / rng.uniform(17, 21)) ** 2 + ((xx - 24) / rng.uniform(14, 19)) ** 2 <= 1
+    center = rng.uniform(18, 30, size=2)
+    distance = np.hypot(yy - center[0], xx - center[1])
+    images = {m: np.zeros(TINY_CASE_SHAPE, np.float32) for m in MODALITIES}
+    label = np.zeros(TINY_CASE_SHAPE, np.uint8)
+    for z in range(TINY_CASE_SHAPE[2]):
+        lesion = brain & (distance <= 4 + z % 3)
+        label[:, :, z] = np.where(lesion, np.where(distance <= 2, 1, 2), 0)
+        for k, modality in enumerate(MODALITIES):
+            tissue = 1.0 + 0.3 * k + _smooth(rng, TINY_CASE_SHAPE[:2]) + 0.2 * np.cos(xx / (3 + k))
+            tissue = (
+                tissue
+                + np.where(label[:, :, z] == 2, 0.8 - 0.4 * k, 0)
+                + np.where(label[:, :, z] == 1, -1, 0)
+            )
+            images[modality][:, :, z] = np.where(brain, np.maximum(tissue, 0.05), 0.0)
+    write_case(root, f"BraTS2021_{index:05d}", images, label, np.eye(4))
+
+
+@pytest.fixture(scope="session")
+def brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three labeled 48 x 48 x 12 cases in BraTS 2021 layout: two train cases, one test case."""
+    root = tmp_path_factory.mktemp("brats")
+    for index in range(3):
+        _write_case(root, index)
+    return root

@@ -18,7 +18,6 @@ from typing import cast
 import cv2
 import numpy as np
 import pytest
-from test_training import _write_case
 
 from models.evaluation.augmentation import AugmentationConfig, augment_slice
 from models.evaluation.metrics import (
@@ -230,15 +229,6 @@ def test_classical_augmentation_keeps_labels_and_is_identity_without_ranges() ->
 
 
 @pytest.fixture(scope="module")
-def brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three labeled 48 x 48 x 12 cases: two train, one test (slices 2-9 of the ``test`` preset)."""
-    root = tmp_path_factory.mktemp("brats")
-    for index in range(3):
-        _write_case(root, index)
-    return root
-
-
-@pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, write_run: Callable[..., Path]) -> Path:
     import torch
     from torch import nn
@@ -298,20 +288,7 @@ def test_evaluate_writes_report_csv_and_plots_with_every_row(
 ) -> None:
     out = tmp_path / "report"
     rows = [str(n) for n in DEFAULT_ROWS]
-    main(
-        [
-            "evaluate",
-            "--data",
-            str(brats),
-            "--artifacts",
-            str(artifacts),
-            "--out",
-            str(out),
-            "--preset",
-            "test",
-        ]
-        + ["--steps", "4", "--synthetic", "4", "--structure-mae", "1", "--candidates", "2", "--rows", *rows]
-    )
+    _evaluate(brats, artifacts, out, *rows)
     report = (out / "report.md").read_text()
     assert "mrisynth evaluate --data" in report and "## Closing note" in report
     for number in DEFAULT_ROWS:

@@ -1,7 +1,7 @@
 """Training stages, the differentiable Algorithm 1, checkpoint/resume and ``mrisynth train`` end to end.
 
-Everything runs on the CPU on hand-made data: three 48 x 48 x 12 cases (an ellipse brain with smooth
-modality-specific texture and a two-class lesion) written with ``mrisynth.brats.write_case``, trained
+Everything runs on the CPU on hand-made data: the ``brats`` fixture of conftest.py (three 48 x 48 x 12
+cases: an ellipse brain with smooth modality-specific texture and a two-class lesion), trained
 with the ``test`` preset (32 x 32 slices, ngf 4). Stage tests overfit one fixed batch at lr 1e-3 so
 that a few steps lower the stage's reconstruction loss deterministically.
 """
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -25,52 +24,15 @@ from models.soft_structure import soft_structural_feature_map
 from models.stage import Stage
 from models.structure_stage import StructureStage
 from models.synthesis_stage import SynthesisStage
-from mrisynth.brats import write_case
 from mrisynth.cli import main
-from mrisynth.conventions import LABELS, MODALITIES
+from mrisynth.conventions import LABELS
 from mrisynth.structure import structural_feature_map
 
-SHAPE = (48, 48, 12)
 PRESET = get_preset("test")
 CPU = torch.device("cpu")
 
 
-def _smooth(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.GaussianBlur(rng.normal(size=shape).astype(np.float32), (0, 0), 3.0)
-
-
-def _write_case(root: Path, index: int) -> None:
-    rng = np.random.default_rng(index)
-    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]].astype(np.float32)
-    brain = ((yy - 24) / rng.uniform(17, 21)) ** 2 + ((xx - 24) / rng.uniform(14, 19)) ** 2 <= 1
-    center = rng.uniform(18, 30, size=2)
-    distance = np.hypot(yy - center[0], xx - center[1])
-    images = {m: np.zeros(SHAPE, np.float32) for m in MODALITIES}
-    label = np.zeros(SHAPE, np.uint8)
-    for z in range(SHAPE[2]):
-        lesion = brain & (distance <= 4 + z % 3)
-        label[:, :, z] = np.where(lesion, np.where(distance <= 2, 1, 2), 0)
-        for k, modality in enumerate(MODALITIES):
-            tissue = 1.0 + 0.3 * k + _smooth(rng, SHAPE[:2]) + 0.2 * np.cos(xx / (3 + k))
-            tissue = (
-                tissue
-                + np.where(label[:, :, z] == 2, 0.8 - 0.4 * k, 0)
-                + np.where(label[:, :, z] == 1, -1, 0)
-            )
-            images[modality][:, :, z] = np.where(brain, np.maximum(tissue, 0.05), 0.0)
-    write_case(root, f"BraTS2021_{index:05d}", images, label, np.eye(4))
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three labeled cases in BraTS 2021 layout: two train cases, one test case."""
-    root = tmp_path_factory.mktemp("brats")
-    for index in range(3):
-        _write_case(root, index)
-    return root
 
 
 @pytest.fixture(scope="module")
