@@ -37,7 +37,7 @@ from models.evaluation.swd import (
     sliced_wasserstein,
     swd_per_level,
 )
-from models.evaluation.table1 import segment
+from models.evaluation.table1 import FILTER_THRESHOLDS, filter_pass_rates, segment
 from models.evaluation.table2 import Table2Data, amount_count, phases, required_samples
 from mrisynth.cli import main
 from mrisynth.conventions import LABELS, MODALITIES
@@ -94,6 +94,17 @@ def test_segmentation_scores_of_perfect_and_empty_segmentations() -> None:
 
 
 # --- MS-SSIM -----------------------------------------------------------------------------------
+
+
+def test_filter_pass_rates_count_images_with_a_lesion_by_their_mean_dice() -> None:
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[:3, 2:4, 2:4] = 2
+    dice_by_modality = np.array([[1.0, 1.0], [0.9, 1.0], [0.0, 0.5], [0.0, 0.0]])  # means 1, 0.95, 0.25
+    rates = filter_pass_rates(dice_by_modality, labels)
+    assert list(rates) == list(FILTER_THRESHOLDS)
+    assert rates[0.95] == pytest.approx(2 / 3) and rates[0.5] == pytest.approx(2 / 3)
+    assert filter_pass_rates(dice_by_modality[:, :1], labels)[0.95] == pytest.approx(1 / 3)
+    assert set(filter_pass_rates(dice_by_modality[3:], labels[3:]).values()) == {0.0}
 
 
 def test_ms_ssim_is_one_for_identical_images_and_falls_with_the_shift() -> None:
@@ -304,6 +315,8 @@ def test_evaluate_writes_report_csv_and_plots_with_every_row(
     for row in table2_rows(DEFAULT_ROWS):
         for metric in ("dice", "mse"):
             assert ("table2", f"NO.{row.number} {row.label}", metric) in items
+    assert ("table1", "1SEG real", "filter_pass_0.95") in items
+    assert "Lesion filter pass rate" in report and "Lesion filter at the artifacts' default Dice" in report
     assert ("table1", "1SEG synthetic", "dice") in items and (
         "registration",
         "synthetic_between",
