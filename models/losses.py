@@ -215,6 +215,7 @@ def loss_d_1(
     c_t: Mapping[Pair, Tensor],
     fd_code: Sequence[Tensor],
     pairs: Sequence[Pair] | None = None,
+    fake_category: float = 1.0,
 ) -> Tensor:
     """(7) Discriminator loss of reconstruction and translation training, Sec. 2.4.
 
@@ -223,17 +224,21 @@ def loss_d_1(
     Implemented as written. Ambiguities: the term for real MRI, ||d_i - 1||_2^2, is not in (7) but in
     (13), and FD's negative sample (code_g of EC_r) is in (13) as well, so (7) and (13) together make
     the complete D/FD objective and neither is a complete GAN discriminator loss alone. The category
-    head is trained here on translated (fake) images towards their target modality i (the authors'
-    public code trains it on real images only, which is the (13) term).
+    head is trained here on translated (fake) images towards their target modality i; the authors'
+    public code trains it on real images only, which is the (13) term: ``fake_category`` = 0.
 
     Args:
         d_t: real/fake map of D on x_t,j,i, keyed (j, i).
         c_t: category probabilities of D on x_t,j,i, (B, 4, h, w), keyed (j, i).
         fd_code: FD output on code_i = EC(x_i), per modality (positive samples).
         pairs: (j, i) pairs to sum (scaled by 12 / len(pairs)); default all 12.
+        fake_category: factor of the category terms ||c_t,j,i - i||_2^2 (1 as written, 0 as the authors'
+            code; see ``LossWeights.fake_category``).
     """
     chosen = _checked_pairs(pairs)
-    pair_sum = _total(mse(_pair("d_t", d_t, p), 0.0) + _category(_pair("c_t", c_t, p), p[1]) for p in chosen)
+    pair_sum = _total(
+        mse(_pair("d_t", d_t, p), 0.0) + fake_category * _category(_pair("c_t", c_t, p), p[1]) for p in chosen
+    )
     code_sum = _total(mse(v, 1.0) for v in _checked_modalities("fd_code", fd_code))
     return _scale(chosen) * pair_sum + code_sum
 
@@ -336,6 +341,7 @@ def loss_d_2(
     d_g: Sequence[Tensor],
     c_g: Sequence[Tensor],
     fd_code_g: Tensor,
+    fake_category: float = 1.0,
 ) -> Tensor:
     """(13) Discriminator loss of multimodal MRI synthesis training, Sec. 2.6.
 
@@ -348,10 +354,11 @@ def loss_d_2(
         d_g: real/fake map of D on the synthetic MRI x_g,i, per modality.
         c_g: category probabilities of D on x_g,i, per modality.
         fd_code_g: FD output on code_g = EC_r(fusion map) (negative sample; see (7)).
+        fake_category: factor of the category terms ||c_g,i - i||_2^2 on synthetic MRI (see (7)).
     """
     d, c, d_g, c_g = (_checked_modalities(n, t) for n, t in (("d", d), ("c", c), ("d_g", d_g), ("c_g", c_g)))
     total = _total(
-        mse(d[i], 1.0) + mse(d_g[i], 0.0) + _category(c[i], i) + _category(c_g[i], i)
+        mse(d[i], 1.0) + mse(d_g[i], 0.0) + _category(c[i], i) + fake_category * _category(c_g[i], i)
         for i in range(N_MODALITIES)
     )
     return total + mse(fd_code_g, 0.0)

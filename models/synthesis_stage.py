@@ -125,15 +125,16 @@ class SynthesisStage(Stage):
 
     def loss_d(self) -> Tensor:
         """Fig. 5: weighted (7) (translations negative, real codes positive) + (13) (real x positive,
-        synthetic x_g and code_g negative), on detached generator outputs."""
+        synthetic x_g and code_g negative), on detached generator outputs; the category terms on the
+        generated images are scaled by the ``fake_category`` weight (see :mod:`models.presets`)."""
         w, pairs = self.weights, self.pairs
         fakes_t = [self.x_t[p].detach() for p in pairs]
         d, c = self.discriminate([*self.x, *(x.detach() for x in self.x_g), *fakes_t])
         fd_code = list(self.FD(torch.cat([code.detach() for code in self.code])).split(self.x[0].shape[0]))
         d_t, c_t = dict(zip(pairs, d[2 * N :], strict=True)), dict(zip(pairs, c[2 * N :], strict=True))
-        self.losses["d_1"] = losses.loss_d_1(d_t, c_t, fd_code, pairs)
+        self.losses["d_1"] = losses.loss_d_1(d_t, c_t, fd_code, pairs, w.fake_category)
         self.losses["d_2"] = losses.loss_d_2(
-            d[:N], c[:N], d[N : 2 * N], c[N : 2 * N], self.FD(self.code_g.detach())
+            d[:N], c[:N], d[N : 2 * N], c[N : 2 * N], self.FD(self.code_g.detach()), w.fake_category
         )
         return w.d_1 * self.losses["d_1"] + w.d_2 * self.losses["d_2"]
 

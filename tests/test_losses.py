@@ -133,6 +133,8 @@ def test_loss_d_1_7() -> None:
     # uniform probabilities: (0.75^2 + 3 * 0.25^2) / 4 = 0.1875 per pair
     c_uniform = per_pair(lambda j, i: torch.full((2, M, 2, 2), 0.25))
     assert value(loss_d_1(d_fake, c_uniform, fd_real)) == pytest.approx(12 * 0.1875)
+    # the authors' code: the category head learns from real images only
+    assert value(loss_d_1(d_fake, c_wrong, fd_real, fake_category=0.0)) == 0.0
 
 
 def test_loss_g_1_8() -> None:
@@ -189,6 +191,9 @@ def test_loss_d_2_13() -> None:
     assert value(loss_d_2(ones, right, zeros, right, torch.ones(2, 1, 2, 2))) == 1.0
     wrong = [category((i + 1) % M) for i in range(M)]
     assert value(loss_d_2(ones, wrong, zeros, right, torch.zeros(2, 1, 2, 2))) == pytest.approx(M * 0.5)
+    assert value(loss_d_2(ones, right, zeros, wrong, torch.zeros(2, 1, 2, 2))) == pytest.approx(M * 0.5)
+    no_fake = loss_d_2(ones, right, zeros, wrong, torch.zeros(2, 1, 2, 2), fake_category=0.0)
+    assert value(no_fake) == 0.0
 
 
 def test_loss_g_2_14() -> None:
