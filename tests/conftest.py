@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: a real redis-server, and a writer of training run directories."""
+"""Fixtures shared by the test modules: a real redis-server, a writer of training run directories and the
+random-init networks the pipeline and evaluation tests export."""
 
 import dataclasses
 import json
@@ -116,6 +117,33 @@ def write_run() -> Callable[..., Path]:
         return directory
 
     return write
+
+
+@pytest.fixture(scope="session")
+def brain_everywhere_networks() -> Callable[[], tuple[Any, Any]]:
+    """A function that builds random-init networks (torch seed 0, ngf 4, ``1SEG``) -> (config, networks).
+
+    MG's head is set to a constant logit of 4 (probability 0.98), so MG calls every pixel brain:
+    Algorithm 3 and lesion fitting then pass candidates that untrained networks would never make.
+    """
+
+    def build() -> tuple[Any, Any]:
+        import torch
+        from torch import nn
+
+        from models.networks import NetworkConfig, define_networks
+
+        torch.manual_seed(0)
+        config = NetworkConfig(ngf=4, lesion_variant="1SEG")
+        networks = define_networks(config)
+        mask_head = networks.get_submodule("MG.head.0")
+        assert isinstance(mask_head, nn.Conv2d) and mask_head.bias is not None
+        with torch.no_grad():
+            mask_head.weight.zero_()
+            mask_head.bias.fill_(4.0)
+        return config, networks
+
+    return build
 
 
 def descendant_pids(pid: int) -> list[int]:

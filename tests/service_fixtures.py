@@ -24,6 +24,14 @@ from mrisynth.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
+"""Two API keys: two callers who must not see each other's datasets."""
+A = {"Authorization": f"Bearer {KEY_A}"}
+B = {"Authorization": f"Bearer {KEY_B}"}
+FAST = {"thresholds": {"dice": 0.0}}
+"""Request fields under which the demo models accept samples quickly: they accept no lesion at the
+default Dice 0.95 (see the README)."""
+
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these settings (lists as JSON)."""

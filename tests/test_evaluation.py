@@ -3,17 +3,17 @@
 The metrics are checked where the answer is known without the code: identical sets (Dice 1, SWD 0,
 MS-SSIM 1), disjoint sets (Dice 0), shifted images (lower MS-SSIM and registration Dice), an affine
 change of intensity (Algorithm 1 maps unchanged, registration Dice 1). The end-to-end test exports
-random-init networks (ngf 4, 32 x 32, ``1SEG``, MG's head set to "brain everywhere" as in
-``test_pipeline.py``), writes three tiny labeled cases (``test_training.py``'s) and runs ``mrisynth
-evaluate --preset test`` for a few steps; random networks cannot pass the lesion filter at 0.95, so
-the run also takes the filter's fallback path.
+random-init networks (ngf 4, 32 x 32, ``1SEG``, MG's head set to "brain everywhere": conftest's
+``brain_everywhere_networks``, as ``test_pipeline.py``'s), takes the tiny labeled cases of conftest's
+``brats`` and runs ``mrisynth evaluate --preset test`` for a few steps; random networks cannot pass
+the lesion filter at 0.95, so the run also takes the filter's fallback path.
 """
 
 import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -240,22 +240,15 @@ def test_classical_augmentation_keeps_labels_and_is_identity_without_ranges() ->
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, write_run: Callable[..., Path]) -> Path:
-    import torch
-    from torch import nn
-
+def artifacts(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_run: Callable[..., Path],
+    brain_everywhere_networks: Callable[[], tuple[Any, Any]],
+) -> Path:
     from models.export import export_run
-    from models.networks import NetworkConfig, define_networks
 
     run = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    config = NetworkConfig(ngf=4, lesion_variant="1SEG")
-    networks = define_networks(config)
-    mask_head = cast(nn.Conv2d, networks.get_submodule("MG.head.0"))
-    assert mask_head.bias is not None
-    with torch.no_grad():
-        mask_head.weight.zero_()
-        mask_head.bias.fill_(4.0)
+    config, networks = brain_everywhere_networks()
     labels = np.zeros((2, SIZE, SIZE), np.uint8)
     labels[:, 12:18, 12:18] = 2
     labels[1, 14:16, 14:16] = 1

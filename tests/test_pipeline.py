@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import nibabel as nib
@@ -43,23 +43,21 @@ def _library() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, write_run: Callable[..., Path]) -> Path:
+def artifacts(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_run: Callable[..., Path],
+    brain_everywhere_networks: Callable[[], tuple[Any, Any]],
+) -> Path:
     import torch
     from torch import nn
 
     from models.export import export_run
-    from models.networks import NetworkConfig, define_networks
 
     run = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    config = NetworkConfig(ngf=4, lesion_variant="1SEG")
-    networks = define_networks(config)
-    mask_head = cast(nn.Conv2d, networks.get_submodule("MG.head.0"))
+    config, networks = brain_everywhere_networks()
     segmentor_head = cast(nn.Conv2d, networks.get_submodule("lesion.networks.SEG.head.0"))
-    assert mask_head.bias is not None and segmentor_head.bias is not None
+    assert segmentor_head.bias is not None
     with torch.no_grad():
-        mask_head.weight.zero_()
-        mask_head.bias.fill_(4.0)
         segmentor_head.weight.mul_(10.0)
         segmentor_head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
     write_run(run, networks, config, SIZE, _library(), structure_density=0.5)

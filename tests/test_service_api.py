@@ -16,8 +16,13 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from service_fixtures import (
+    FAST,
+    KEY_A,
+    KEY_B,
     MULTIPART,
+    A,
     Api,
+    B,
     Child,
     bundle_cases,
     chunked_multipart,
@@ -30,12 +35,6 @@ from service_fixtures import (
 from mrisynth.conventions import LABELS
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
 from worker.jobs import chunk_job_id, dataset_queue
-
-KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
-A = {"Authorization": f"Bearer {KEY_A}"}
-B = {"Authorization": f"Bearer {KEY_B}"}
-FAST = {"thresholds": {"dice": 0.0}}
-"""The demo models accept no lesion at the default Dice 0.95 (see the README)."""
 
 
 @pytest.fixture(scope="module")

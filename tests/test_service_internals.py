@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from service_fixtures import FAST, KEY_A, A
 
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
 from service.api.deps import owner_of
@@ -23,10 +24,6 @@ from service.datasets import create_dataset
 from service.schemas import DatasetCreate
 from service.status import refresh
 from worker.jobs import assembly_job_id, bundle_path, cancel_dataset, dataset_queue
-
-KEY_A = "key-a-0123456789"
-A = {"Authorization": f"Bearer {KEY_A}"}
-FAST = {"thresholds": {"dice": 0.0}}
 
 
 @pytest.fixture(scope="module")
