@@ -8,11 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY mrisynth mrisynth
 COPY worker worker
 COPY service service
-RUN pip install ".[service]"
+RUN pip install -c constraints.txt ".[service]"
 
 # Same uid as the worker image: both write the shared data volume.
 RUN useradd --create-home --uid 1000 mrisynth && mkdir /data && chown mrisynth /data

@@ -13,10 +13,10 @@ ENV UV_PYTHON_INSTALL_DIR=/opt/python \
 RUN uv venv --python 3.11 /opt/venv
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY mrisynth mrisynth
 COPY worker worker
-RUN uv pip install ".[gpu]"
+RUN uv pip install -c constraints.txt ".[gpu]"
 
 # Same uid as the api image: both write the shared data volume.
 RUN useradd --create-home --uid 1000 mrisynth && mkdir /data && chown mrisynth /data

@@ -63,9 +63,9 @@ def _requirements(extras: set[str]) -> set[str]:
 
 
 def _installed_extras(dockerfile: Path) -> set[str]:
-    """Extras of the project installed by the Dockerfile's ``pip install ".[...]"`` lines."""
+    """Extras of the project the Dockerfile installs, with ``pip install -c constraints.txt ".[...]"``."""
     runs = [arguments for instruction, arguments in _instructions(dockerfile) if instruction == "RUN"]
-    installs = [re.search(r'pip install "?\.\[([a-z0-9,]+)\]"?', run) for run in runs]
+    installs = [re.search(r'pip install -c constraints\.txt "?\.\[([a-z0-9,]+)\]"?', run) for run in runs]
     found = [match.group(1).split(",") for match in installs if match]
     assert len(found) == 1, f"{dockerfile.name} should install the project once"
     return set(found[0])
