@@ -61,6 +61,36 @@ def resize_label(label: np.ndarray, size: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
+class RealSplit:
+    """One split of the real data at the evaluation's image size S.
+
+    Attributes:
+        name: ``train`` or ``test``.
+        images: float32 (N, 4, S, S), modalities in ``MODALITIES`` order, per-image standardized.
+        labels: uint8 (N, S, S), values in ``LABELS``.
+        cases: the split's case ids.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    cases: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_split(cache: SliceCache, size: int) -> RealSplit:
+    """One opened split of a slice cache at ``size`` x ``size``, resized as training resizes."""
+    images = np.stack(
+        [np.stack([resize_image(np.asarray(image), size) for image in row]) for row in cache.images]
+    ).astype(np.float32)
+    labels = np.stack([resize_label(np.asarray(label), size) for label in cache.labels])
+    cases = tuple(sorted({case_id for case_id, _ in cache.rows}))
+    return RealSplit(cache.split, images, labels, cases)
+
+
+@dataclass(frozen=True, eq=False)
 class TrainingData:
     """The training split of a slice cache, served as batches at the preset's image size.
 

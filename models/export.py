@@ -22,9 +22,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from models.calibration import calibrate_dice
 from models.export_onnx import PARITY_TOLERANCE, check_parity, export_network, worker_networks
 from models.fusion import FUSION_LABEL_WEIGHT, FUSION_STRUCTURE_WEIGHT
-from models.networks import NetworkConfig, define_networks
+from models.networks import LesionGuidance, NetworkConfig, define_networks
 from mrisynth.artifacts import (
     DEFAULT_DICE_THRESHOLD,
     DEFAULT_PROBABILITY_THRESHOLD,
@@ -253,6 +254,9 @@ def structure_probability(run: TrainingRun) -> float:
 def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionLibraryEntry) -> Manifest:
     info, config = run.info, run.config
     height, width = info.image_size
+    calibration = calibrate_dice(
+        cast(LesionGuidance, run.networks["lesion"]), run.directory / "cache", height
+    )
     return Manifest(
         format_version=FORMAT_VERSION,
         image_size=info.image_size,
@@ -270,7 +274,7 @@ def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionL
         thresholds=Thresholds(
             beta=info.preset.beta,
             structure_mae=DEFAULT_MAE_THRESHOLD,
-            dice=DEFAULT_DICE_THRESHOLD,
+            dice=calibration.dice if calibration else DEFAULT_DICE_THRESHOLD,
             probability=DEFAULT_PROBABILITY_THRESHOLD,
             structure_probability=structure_probability(run),
         ),
@@ -285,6 +289,7 @@ def _manifest(run: TrainingRun, networks: dict[str, FileEntry], library: LesionL
             steps=info.steps,
             final_losses=info.final_losses,
         ),
+        dice_calibration=calibration,
     )
 
 

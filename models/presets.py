@@ -13,14 +13,13 @@ Three presets, chosen with ``mrisynth train --preset``:
   only averages the gradients of 8 slices per update, with 8 times fewer updates.
 * ``demo``: the same recipe sized for a 2-core CPU and a phantom of about 10 cases: 96 x 96 slices
   (2.5 mm in-plane), ngf 16, batch size 4 (amortizes the per-call overhead that dominates small
-  convolutions on CPU), 4 of the 12 modality pairs per step, lr 2e-4 (pix2pix's, with the same
+  convolutions on CPU), 2 of the 12 modality pairs per step, lr 2e-4 (pix2pix's, with the same
   beta1: the demo has a few thousand steps per stage, not 100 epochs), and a structural code 16
   times smaller than f (6 x 6 x 16) instead of the paper's 4 times, so that DC_f sees the whole
-  brain from every code pixel. Step counts come from it/s measured on a quiet 2-core CPU with two
-  torch threads (structure about 6, segmentation about 5, synthesis about 0.9 it/s): 3000 + 2500 +
-  1300 steps, about 8 + 8 + 24 minutes. The segmentors get as many steps as it takes them to find
-  the phantom's lesions on real slices (Dice about 0.9 on FLAIR), since they guide the synthesis
-  through (16) and then judge it in the Dice filter.
+  brain from every code pixel. Step counts come from it/s measured on this project's 2-core CPU with
+  two torch threads (structure about 2.2, segmentation about 2, synthesis about 0.6 it/s at 2 pairs,
+  0.5 at 4): 2500 + 1200 + 900 steps, about 19 + 10 + 25 minutes, within the hour. 120 x 120 (2 mm,
+  half the BraTS grid) would cost about 1.6 times as much per step and does not fit.
 * ``test``: 32 x 32 slices, ngf 4, 4 steps per stage, axial slices 2-9, for the unit tests (their
   hand-made volumes have 12 slices).
 
@@ -28,35 +27,60 @@ Loss weights. The paper names a weight per term but gives no values. We use one 
 discriminator and distribution terms (1)-(4), (7), (8), (13), (14) weigh 1 (least-squares GAN as in
 pix2pix/CycleGAN); pixel-wise reconstruction and consistency terms (6), (9), (10), (15), (16), (17)
 weigh 10 (CycleGAN's cycle weight; they carry the content, the critics only the realism), except two
-mean squared errors over sparse targets, which weigh 100: the structure map reconstruction (5) (f has
+mean squared error over a sparse target, which weighs 100: the structure map reconstruction (5) (f has
 about 8 % edge pixels; at 10 the code discriminator FD_f won and the code carried almost nothing:
-posterior sigma 0.95, decoded maps the average brain) and the lesion guidance (16) (lesions cover a
-few % of a slice; at 10, after 900 steps, the generator drew no lesion the segmentors could find:
-whole-tumor Dice 0.03); the
-semantic-code consistency terms (11), (18) weigh 1, as codes are unnormalized features whose
-consistency should not outweigh the images they must decode to; the segmentation terms (12), (19)
-weigh 1 (they train their own parameters only, and Adam is invariant to a constant scale).
+posterior sigma 0.95, decoded maps the average brain); the lesion guidance (16) weighs 10 with the
+registered objective's Dice + cross-entropy and 100 with the printed MSE (below); the semantic-code
+consistency terms (11), (18) weigh 1, as codes are unnormalized features whose consistency should not
+outweigh the images they must decode to; the segmentation terms (12), (19) weigh 1 (they train their own
+parameters only, and Adam is invariant to a constant scale).
 
 One factor inside two equations: the category terms of D's losses (7) and (13) on generated images
 (x_t,j,i and x_g,i towards their target modality) weigh 0 (``fake_category``), so that D's category
 head learns the modalities from real images only, as in the authors' code. As printed, the head is
 also trained to call a translation that still looks like its source modality by its target's name;
-with the demo's 1300 synthesis steps it ended at 0.23-0.28 for every modality of real slices (uniform
-is 0.25), the category guidance of (8) and (14) had nothing left to push DC with, and the four
-synthetic modalities differed by 0.006 (mean absolute difference; real ones: 0.15). With the factor at 0
-(the committed demo), the head tells real T2 slices apart after the same stage (0.59 for T2) but not yet
-T1, T1ce and FLAIR (0.25-0.29), and the synthetic modalities differ by 0.008: the demo's synthesis
-stage is too short for the category guidance to separate them.
+it ended at chance (0.23-0.28 for every modality of real slices).
+
+The registered objective (``Preset.registered``, on in every preset; ``mrisynth train --printed`` or
+:func:`printed_objective` is the objective as printed). A deviation from the paper, which trains without
+registered data: BraTS and the phantom are registered, and as printed the objective is at its minimum
+when DC ignores its condition. Measured on the demo trained with the printed objective (issue 12): its
+four synthetic modalities were one image (pairwise correlation 1.00 inside the brain; real -0.1;
+MS-SSIM between a sample's modalities 0.999 against 0.517 for real ones), T1's tumour core came out
+bright (z +2.95) where it is dark, translations correlated 0.989 with their source, and scored with the
+trained networks the real four registered modalities cost 27.3 on (15)+(17)+(18) against 3.1 for four
+copies of one. What changes (:mod:`models.registered_losses`, :mod:`models.synthesis_stage`):
+
+* (T) paired translation ``||DC(EC(x_j), i) - x_i||`` and (S) paired synthesis: half of each batch
+  (``paired_fraction``) fuses f with the slice's *own* label and asks DC(EC_r(fusion), i) to be x_i,
+  both at 10 like the other pixel terms; (R) one code for the registered modalities of a slice, at 1
+  like (11) and (18), so that (11), (17), (18) no longer reward a collapse;
+* (C) category guidance by CL, a modality classifier trained on real slices with cross-entropy in the
+  segmentation stage and frozen in synthesis (as the segmentors), at 1 ((K), its own training, at 1);
+* (15) masked at the fused lesion, where f has no edges by construction;
+* (L) soft Dice + cross-entropy for (16) and (19) (``lesion_loss``), with (16) at 10: the printed MSE
+  on softmax probabilities let the T2 segmentor learn "no lesion" on a 40-case phantom. The printed
+  objective keeps the MSE with (16) at 100 (``PRINTED_LESION_2``: at 10, after 900 steps, the generator
+  drew no lesion the segmentors could find, whole-tumor Dice 0.03);
+* the segmentors stay frozen in the synthesis stage (as the authors' later code), so (12) is not
+  computed; DC is conditioned at every normalization layer (:class:`models.networks.ModalityDecoder`).
 """
 
 import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from models.networks import NetworkConfig
 from mrisynth.brats import SliceConfig
 from mrisynth.structure import DEFAULT_BETA, DEFAULT_EXPANSION
+
+PRINTED_LESION_2 = 100.0
+"""Weight of (16) with the printed MSE lesion loss (``printed_objective``), see the module docstring."""
+
+LesionLoss = Literal["dice_ce", "mse"]
+"""The loss of (12), (16), (19): soft Dice + cross-entropy (registered objective) or the printed MSE."""
 
 STAGES: tuple[str, ...] = ("structure", "segmentation", "synthesis")
 """The training stages, in the order they run: Fig. 1's two training stages, with the lesion segmentors
@@ -65,7 +89,8 @@ of Sec. 2.7 pre-trained on real data in between (see :mod:`models.segmentation_s
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The omegas of the paper, one per equation (see the module docstring for the values)."""
+    """The omegas of the paper, one per equation, and those of the registered objective's terms
+    (T), (S), (R), (C), (K) of :mod:`models.registered_losses` (see the module docstring for the values)."""
 
     code_d_f: float = 1.0
     d_f: float = 1.0
@@ -82,11 +107,16 @@ class LossWeights:
     d_2: float = 1.0
     g_2: float = 1.0
     f: float = 10.0
-    lesion_2: float = 100.0
+    lesion_2: float = 10.0
     registration: float = 10.0
     code_2: float = 1.0
     segmentation: float = 1.0
     fake_category: float = 0.0
+    translation_pair: float = 10.0
+    synthesis_pair: float = 10.0
+    code_registered: float = 1.0
+    category: float = 1.0
+    classifier: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +156,13 @@ class Preset:
         checkpoint_every: steps between checkpoints (and the most work a crash can lose).
         log_every: steps between rows of ``losses.csv``.
         weights: the loss weights.
+        registered: the registered objective (default): the paired terms (T), (S), (R), the frozen
+            classifier's guidance (C) and (15) masked at the fused lesion, see
+            :mod:`models.registered_losses`. False is the objective as printed.
+        paired_fraction: with ``registered``, the share of each batch fused with its own label (for
+            (S)); the rest is fused with a label of the lesion library, as the paper. In [0, 1].
+        lesion_loss: the loss of (12), (16) and (19): ``"dice_ce"`` (soft Dice + cross-entropy, (L)) or
+            ``"mse"`` (as printed).
     """
 
     name: str
@@ -145,6 +182,9 @@ class Preset:
     beta: float = DEFAULT_BETA
     mask_expansion: int = DEFAULT_EXPANSION
     weights: LossWeights = field(default_factory=LossWeights)
+    registered: bool = True
+    paired_fraction: float = 0.5
+    lesion_loss: LesionLoss = "dice_ce"
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 8:
@@ -159,6 +199,10 @@ class Preset:
             raise ValueError("give exactly one of steps and epochs")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if not 0.0 <= self.paired_fraction <= 1.0:
+            raise ValueError(f"paired_fraction must be in [0, 1], got {self.paired_fraction}")
+        if self.lesion_loss not in ("dice_ce", "mse"):
+            raise ValueError(f"lesion_loss must be 'dice_ce' or 'mse', got {self.lesion_loss!r}")
 
     def steps_for(self, stage: str, n_train: int) -> int:
         """Number of optimizer steps of ``stage`` on a training split of ``n_train`` slices."""
@@ -192,10 +236,10 @@ PRESETS: dict[str, Preset] = {
         image_size=96,
         slices=SliceConfig(start=55, stop=105, test_fraction=0.1, seed=0),
         batch_size=4,
-        steps=StageSteps(structure=3000, synthesis=1300, segmentation=2500),
+        steps=StageSteps(structure=2500, synthesis=900, segmentation=1200),
         checkpoint_every=100,
         log_every=10,
-        pairs_per_step=4,
+        pairs_per_step=2,
         lr=2e-4,
     ),
     "test": Preset(
@@ -236,6 +280,13 @@ def with_overrides(preset: Preset, weights: Mapping[str, float], steps: Mapping[
     return dataclasses.replace(
         preset, weights=dataclasses.replace(preset.weights, **weights), steps=new_steps
     )
+
+
+def printed_objective(preset: Preset) -> Preset:
+    """``preset`` with the objective as printed (``mrisynth train --printed``): no paired terms, no
+    classifier guidance, (15) unmasked, the MSE lesion loss at the weight the printed demo used (100)."""
+    weights = dataclasses.replace(preset.weights, lesion_2=PRINTED_LESION_2)
+    return dataclasses.replace(preset, registered=False, lesion_loss="mse", weights=weights)
 
 
 def get_preset(name: str) -> Preset:

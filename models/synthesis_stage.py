@@ -14,6 +14,16 @@ Networks: EC, DC (shared by both halves), EC_r, the lesion guidance components o
 * freeze D and FD, update G: EC, DC, EC_r with (8)-(11), (14)-(18), the segmentors (pre-trained by
   :mod:`models.segmentation_stage`) with (12) only (real data only, Sec. 2.6).
 
+The registered objective (``Preset.registered``, the default; :mod:`models.registered_losses`) adds,
+in the G update, (T) on the translations of the drawn pairs, (S) on the first
+``round(B * paired_fraction)`` samples of the batch, which are fused with their own label instead of
+one of the lesion library (their x_g,i must be the real x_i), (R) on the real codes and (C) through
+the frozen classifier CL (pre-trained by :mod:`models.segmentation_stage`), and masks (15) at the fused
+lesion. It also keeps the segmentors frozen, as the authors' later code: they guide (16) as trained on
+real data by the segmentation stage, and (12) is not computed (a fifth of a step's cost on the demo).
+``Preset.lesion_loss`` picks (L) or the printed MSE for (12) and (16). Every step also logs the
+collapse alarms of :mod:`models.alarms`.
+
 Pair sampling: the sums over ordered modality pairs (j, i) in (7), (8), (10), (11), (17), (18) run
 over ``preset.pairs_per_step`` pairs drawn uniformly without replacement each step
 (:func:`models.losses.sample_pairs`, scaled by 12 / #pairs, so unbiased; see that module for the
@@ -29,6 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from models import losses
+from models import registered_losses as registered
+from models.alarms import ALARM_NAMES, collapse_alarms
 from models.fusion import fuse, label_to_onehot
 from models.losses import ALL_PAIRS, Pair
 from models.networks import LesionGuidance, condition_planes
@@ -57,25 +69,35 @@ class SynthesisStage(Stage):
         "lesion_2",
         "registration",
         "code_2",
+        "translation_pair",
+        "synthesis_pair",
+        "code_registered",
+        "category",
+        *ALARM_NAMES,
     )
 
     def __init__(self, networks: nn.ModuleDict, preset: Preset, device: torch.device) -> None:
         super().__init__(networks, preset, device)
         self.EC, self.DC, self.EC_r = networks["EC"], networks["DC"], networks["EC_r"]
-        self.D, self.FD = networks["D"], networks["FD"]
+        self.D, self.FD, self.CL = networks["D"], networks["FD"], networks["CL"]
         self.lesion = cast(LesionGuidance, networks["lesion"])
         self.optimizers = {
-            "G": self.adam(self.EC, self.DC, self.EC_r, self.lesion),
+            "G": self.adam(self.EC, self.DC, self.EC_r, *([] if preset.registered else [self.lesion])),
             "D": self.adam(self.D, self.FD),
         }
 
     def set_input(self, batch: dict[str, Tensor]) -> None:
-        """Take x_i (B, 1, H, W) per modality, its one-hot label, f and the label to fuse with it."""
+        """Take x_i (B, 1, H, W) per modality, its one-hot label, f, the brain mask and the label to fuse
+        with f: the slice's own label for the first ``n_paired`` samples (registered objective only)."""
         self.x = list(batch["x"].split(1, dim=1))
         self.label_x = label_to_onehot(batch["label_x"])
-        self.f = batch["f"]
-        self.label = label_to_onehot(batch["label"])
-        self.fusion = fuse(self.f, batch["label"])
+        self.f, self.brain = batch["f"], batch["brain_mask"]
+        batch_size = self.f.shape[0]
+        self.n_paired = round(batch_size * self.preset.paired_fraction) if self.preset.registered else 0
+        label = torch.cat([batch["label_x"][: self.n_paired], batch["label"][self.n_paired :]])
+        self.label = label_to_onehot(label)
+        self.lesion_mask = (label > 0).unsqueeze(1).to(self.f.dtype)
+        self.fusion = fuse(self.f, label)
 
     def encode(self, images: list[Tensor]) -> list[Tensor]:
         """EC on a list of (B, 1, H, W) images in one batched call -> list of (B, C, H/4, W/4)."""
@@ -109,7 +131,8 @@ class SynthesisStage(Stage):
         self.code_t = dict(zip(needed, self.encode([self.x_t[p] for p in needed]), strict=True))
         cycled = self.decode([self.code_t[(i, j)] for j, i in self.pairs], [i for _, i in self.pairs])
         self.x_cr = dict(zip(self.pairs, cycled, strict=True))
-        self.label_r = [self.lesion.segment(self.x[i], i) for i in range(N)]
+        if not self.preset.registered:
+            self.label_r = [self.lesion.segment(self.x[i], i) for i in range(N)]
 
     def forward_synthesis(self) -> None:
         """Fig. 4: x_g,i from the fusion map, their codes and translations, label_g,i and f_g,i."""
@@ -118,8 +141,11 @@ class SynthesisStage(Stage):
         self.code_g_i = self.encode(self.x_g)
         x_gt = self.decode([self.code_g_i[j] for j, _ in self.pairs], [i for _, i in self.pairs])
         self.x_gt = dict(zip(self.pairs, x_gt, strict=True))
-        with frozen(self.lesion):
+        with frozen(self.lesion, self.CL):
             self.label_g = [self.lesion.segment(self.x_g[i], i) for i in range(N)]
+            self.logits_g = list(self.CL(torch.cat(self.x_g)).split(self.f.shape[0]))
+            logits_t = self.CL(torch.cat([self.x_t[p] for p in self.pairs])).split(self.f.shape[0])
+            self.logits_t = dict(zip(self.pairs, logits_t, strict=True))
         beta, tau = self.preset.beta, self.preset.soft_f_tau
         self.f_g = [soft_structural_feature_map(x, beta, tau) for x in self.x_g]
 
@@ -139,23 +165,39 @@ class SynthesisStage(Stage):
         return w.d_1 * self.losses["d_1"] + w.d_2 * self.losses["d_2"]
 
     def loss_g(self) -> Tensor:
-        """Weighted (8)-(12) of Fig. 3 and (14)-(18) of Fig. 4, through the frozen critics."""
-        w, pairs = self.weights, self.pairs
-        d, c = self.discriminate([*self.x_g, *(self.x_t[p] for p in pairs)])
+        """Weighted (8)-(12) of Fig. 3 and (14)-(18) of Fig. 4, through the frozen critics, and the terms
+        of the registered objective when it is on (their values are logged as 0 otherwise)."""
+        w, pairs, p = self.weights, self.pairs, self.n_paired
+        d, c = self.discriminate([*self.x_g, *(self.x_t[pair] for pair in pairs)])
         d_t, c_t = dict(zip(pairs, d[N:], strict=True)), dict(zip(pairs, c[N:], strict=True))
         terms = {
             "g_1": losses.loss_g_1(d_t, c_t, pairs),
             "reconstruction": losses.loss_reconstruction(self.x, self.x_r),
             "cycle": losses.loss_cycle(self.x, self.x_cr, pairs),
             "code_1": losses.loss_code_1(self.code, self.code_t, pairs),
-            "lesion_1": losses.loss_lesion_1([self.label_x] * N, self.label_r),
             "g_2": losses.loss_g_2(d[:N], c[:N], self.FD(self.code_g)),
-            "f": losses.loss_f(self.f, self.f_g),
-            "lesion_2": losses.loss_lesion_2(self.label, self.label_g),
+            "lesion_2": registered.loss_lesion(self.preset.lesion_loss, self.label, self.label_g),
             "registration": losses.loss_registration(self.x_g, self.x_gt, pairs),
             "code_2": losses.loss_code_2(self.code_g, self.code_g_i, pairs),
         }
+        if self.preset.registered:
+            terms["f"] = registered.loss_f_outside(self.f, self.f_g, self.lesion_mask)
+            terms["translation_pair"] = registered.loss_translation_pair(self.x, self.x_t, pairs)
+            terms["code_registered"] = registered.loss_code_registered(self.code, pairs)
+            terms["category"] = registered.loss_category(self.logits_g, self.logits_t, pairs)
+            if p:
+                terms["synthesis_pair"] = registered.loss_synthesis_pair(
+                    [x[:p] for x in self.x], [x[:p] for x in self.x_g]
+                )
+        else:
+            terms["f"] = losses.loss_f(self.f, self.f_g)
+            terms["lesion_1"] = registered.loss_lesion(self.preset.lesion_loss, self.label_x, self.label_r)
         self.losses.update(terms)
+        for name in ("lesion_1", "translation_pair", "synthesis_pair", "code_registered", "category"):
+            self.losses.setdefault(name, torch.zeros((), device=self.f.device))
+        self.losses.update(
+            collapse_alarms(self.x, self.x_t, pairs, self.x_g, self.logits_g, self.brain, self.lesion_mask)
+        )
         return torch.stack([getattr(w, name) * value for name, value in terms.items()]).sum()
 
     def optimize_parameters(self) -> None:

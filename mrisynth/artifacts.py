@@ -101,6 +101,26 @@ class Thresholds(_Frozen):
     structure_probability: float = Field(gt=0, lt=1)
 
 
+class DiceCalibration(_Frozen):
+    """How the export chose ``thresholds.dice``: the segmentors on the real held-out slices.
+
+    Attributes:
+        slices: held-out slices with a lesion that were segmented.
+        cases: their case ids.
+        quantiles: quantiles (``"p10"`` ... ``"p90"``) of the lesion filter's score on them, the
+            whole-tumor Dice averaged over the four modalities.
+        per_modality_median: median whole-tumor Dice of each modality's segmentor.
+        dice: the default threshold, min(0.95, the median score): a synthetic sample must be as
+            recognisable as a typical real slice.
+    """
+
+    slices: int = Field(ge=1)
+    cases: tuple[str, ...]
+    quantiles: dict[str, float]
+    per_modality_median: dict[str, float]
+    dice: float = Field(gt=0, le=1)
+
+
 class Training(_Frozen):
     """How the exported networks were trained, copied from the run's ``run.json``."""
 
@@ -129,6 +149,7 @@ class Manifest(_Frozen):
     segmentors: dict[str, str]
     lesion_library: LesionLibraryEntry
     training: Training
+    dice_calibration: DiceCalibration | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":

@@ -71,14 +71,17 @@ def _assignment(text: str) -> tuple[str, float]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from models.presets import get_preset, with_overrides
+    from models.presets import get_preset, printed_objective, with_overrides
     from models.trainer import TrainOptions, stage_names, train
 
     steps = {stage: int(value) for stage, value in args.steps}
+    preset = get_preset(args.preset)
+    if args.printed:
+        preset = printed_objective(preset)
     options = TrainOptions(
         data=args.data,
         out=args.out,
-        preset=with_overrides(get_preset(args.preset), dict(args.weight), steps),
+        preset=with_overrides(preset, dict(args.weight), steps),
         stages=tuple(stage_names(args.stage)),
         resume=args.resume,
         seed=args.seed,
@@ -245,6 +248,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="STAGE=N",
         help="replace a stage's step count, e.g. synthesis=4000 (repeatable)",
+    )
+    train.add_argument(
+        "--printed",
+        action="store_true",
+        help="the objective as printed in the paper, without the registered terms (models/presets.py)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of torch and of the data sampling")
     train.add_argument(

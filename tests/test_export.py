@@ -88,8 +88,9 @@ def test_cli_export_writes_a_valid_manifest(exported: tuple[Path, nn.ModuleDict]
     assert list(raw) == [
         "format_version", "image_size", "voxel_size_mm", "modalities", "labels", "lesion_guidance",
         "fusion", "structure_code_shape", "semantic_code_channels", "thresholds", "networks",
-        "segmentors", "lesion_library", "training",
+        "segmentors", "lesion_library", "training", "dice_calibration",
     ]  # fmt: skip
+    assert manifest.dice_calibration is None  # the run has no slice cache: the paper's 0.95 is kept
 
 
 def test_onnx_networks_match_torch_with_documented_names(exported: tuple[Path, nn.ModuleDict]) -> None:

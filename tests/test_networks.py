@@ -141,7 +141,7 @@ def test_lesion_guidance_sharing() -> None:
 
 def test_define_networks_holds_every_network_of_fig_1() -> None:
     nets = define_networks(CONFIG)
-    assert set(nets) == {"EC_f", "DC_f", "MG", "D_f", "FD_f", "EC", "DC", "D", "FD", "EC_r", "lesion"}
+    assert set(nets) == {"EC_f", "DC_f", "MG", "D_f", "FD_f", "EC", "DC", "D", "FD", "EC_r", "lesion", "CL"}
     assert all(sum(p.numel() for p in net.parameters()) > 0 for net in nets.values())
     assert set(LESION_VARIANTS) == {"1SEG", "1EC+4DC", "4SEG"}
     assert len(define_lesion_guidance(NetworkConfig(ngf=NGF, lesion_variant="1SEG")).subnetworks()) == 1

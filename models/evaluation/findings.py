@@ -95,6 +95,7 @@ def _shortfalls(results: EvaluationResults) -> list[str]:
             else "."
         )
     )
+    notes.append(_distinct_modalities(results))
     synthetic_swd = _mean([v for values in realism.swd_synthetic.values() for v in values])
     real_swd = _mean([v for values in realism.swd_real.values() for v in values])
     notes.append(
@@ -113,6 +114,27 @@ def _shortfalls(results: EvaluationResults) -> list[str]:
     if results.table2_set is not None and results.table2_set.note:
         notes.append(f"Lesion filter: {results.table2_set.note}.")
     return notes
+
+
+def _distinct_modalities(results: EvaluationResults) -> str:
+    """Lesion contrast signs and the independent probe's accuracy (models.evaluation.modalities)."""
+    scores = results.modalities
+    pairs = [
+        (scores.contrast_real[m][value], scores.contrast_synthetic[m][value])
+        for m in scores.contrast_real
+        for value in scores.contrast_real[m]
+        if not np.isnan(scores.contrast_real[m][value])
+    ]
+    agree = sum(bool(np.sign(real) == np.sign(synthetic)) for real, synthetic in pairs)
+    probe = ", ".join(
+        f"{m} {scores.probe_synthetic[m]:.0%} (real {scores.probe_real[m]:.0%})"
+        for m in scores.probe_synthetic
+    )
+    return (
+        f"Distinct modalities: the lesion contrast of a region against the healthy brain has the real sign "
+        f"in {agree} of {len(pairs)} (modality, region) pairs; an independent modality probe trained on real "
+        f"slices names the requested modality of synthetic images: {probe}."
+    )
 
 
 def _filter_ceiling(results: EvaluationResults) -> list[str]:

@@ -8,36 +8,13 @@ Images are resized as training resizes them (:func:`models.data.resize_image`, `
 """
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from models.data import resize_image, resize_label
+from models.data import RealSplit, read_split
 from mrisynth.artifacts import Manifest
 from mrisynth.brats import SliceCache, SliceConfig, build_slice_cache
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class RealSplit:
-    """One split of the real data at the evaluation's image size S.
-
-    Attributes:
-        name: ``train`` or ``test``.
-        images: float32 (N, 4, S, S), modalities in ``MODALITIES`` order, per-image standardized.
-        labels: uint8 (N, S, S), values in ``LABELS``.
-        cases: the split's case ids.
-    """
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-    cases: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def artifacts_slice_config(manifest: Manifest) -> SliceConfig:
@@ -50,15 +27,6 @@ def leaked_cases(manifest: Manifest, test: RealSplit) -> list[str]:
     """Test cases that the artifacts' training record lists as training cases (should be none)."""
     trained = set(manifest.training.data.get("train_cases", []))
     return sorted(set(test.cases) & trained)
-
-
-def _split(cache: SliceCache, size: int) -> RealSplit:
-    images = np.stack(
-        [np.stack([resize_image(np.asarray(image), size) for image in row]) for row in cache.images]
-    ).astype(np.float32)
-    labels = np.stack([resize_label(np.asarray(label), size) for label in cache.labels])
-    cases = tuple(sorted({case_id for case_id, _ in cache.rows}))
-    return RealSplit(cache.split, images, labels, cases)
 
 
 def load_real_splits(
@@ -79,7 +47,7 @@ def load_real_splits(
         ValueError: either split is empty (the test split needs >= 2 cases and ``test_fraction`` > 0).
     """
     cache = build_slice_cache(Path(data), Path(cache_dir), config)
-    train, test = (_split(SliceCache.open(cache, split), size) for split in ("train", "test"))
+    train, test = (read_split(SliceCache.open(cache, split), size) for split in ("train", "test"))
     if not len(train) or not len(test):
         raise ValueError(
             f"{data}: the evaluation needs a training and a test split, got {len(train.cases)} and "

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from models.evaluation.findings import closing_note, empty_prediction_dice
+from models.evaluation.modalities import MIN_REGION_PIXELS, REGIONS
 from models.evaluation.paper import amount
 from models.evaluation.plots import plot_curves, plot_examples, plot_table2
 from models.evaluation.run import EvaluationResults
@@ -86,7 +87,8 @@ def _header(results: EvaluationResults) -> list[str]:
         f"({', '.join(results.test.cases)}), the split the artifacts were trained with.{leak}",
         f"- Table 2 segmentors: the `{preset.network.lesion_variant}` lesion network of preset "
         f"`{preset.name}` (ngf {preset.network.ngf}, input dropout {preset.network.dropout:g}), batch size "
-        f"{preset.batch_size}, Adam lr {preset.lr:g} beta1 {preset.beta1:g}, loss (19); "
+        f"{preset.batch_size}, Adam lr {preset.lr:g} beta1 {preset.beta1:g}, loss (19) as "
+        f"`{preset.lesion_loss}` (models/presets.py); "
         f"{config.table2.steps} steps and {config.table2.repeats} run(s) per row.",
         "",
         "Dice is the whole-tumor Dice (lesion = label > 0) of each 2D image, 1 when both are empty; MSE is "
@@ -291,6 +293,40 @@ def _realism(results: EvaluationResults) -> list[str]:
     ]
 
 
+def _sign(value: float) -> str:
+    return "n/a" if value != value else ("+" if value > 0 else "-")
+
+
+def _modalities(results: EvaluationResults) -> list[str]:
+    scores = results.modalities
+    rows = []
+    for modality in MODALITIES:
+        for value, name in REGIONS.items():
+            real, synthetic = (
+                scores.contrast_real[modality][value],
+                scores.contrast_synthetic[modality][value],
+            )
+            same = "yes" if _sign(real) == _sign(synthetic) else "**no**"
+            rows.append([modality, name, _f(real, 2), _f(synthetic, 2), same])
+    probe = [[m, _f(scores.probe_synthetic[m]), _f(scores.probe_real[m])] for m in MODALITIES]
+    config = scores.probe
+    return [
+        "## Distinct modalities",
+        "",
+        "Lesion contrast: mean inside the region minus the healthy brain, in healthy-brain standard "
+        f"deviations, over the slices holding >= {MIN_REGION_PIXELS} pixels of it (real test slices; "
+        "unfiltered synthetic samples).",
+        "",
+        _table(["modality", "region", "real", "synthetic", "same sign"], rows),
+        "",
+        f"An independent modality probe (Encoder body ngf {config.ngf} + global mean, seed {config.seed}, "
+        f"{config.steps} Adam steps of {config.batch_size} real training images; not the classifier CL "
+        "that guided the training): the share of images it names by their modality.",
+        "",
+        _table(["modality", "synthetic", "real test"], probe),
+    ]
+
+
 def report_markdown(results: EvaluationResults) -> str:
     """The whole ``report.md``."""
     sections = [
@@ -300,6 +336,7 @@ def report_markdown(results: EvaluationResults) -> str:
         _table2(results),
         _registration(results),
         _realism(results),
+        _modalities(results),
         ["## Closing note", "", *(f"- {note}" for note in closing_note(results))],
     ]
     return "\n".join(line for section in sections for line in [*section, ""])
@@ -335,6 +372,19 @@ def csv_lines(results: EvaluationResults) -> Iterator[Line]:
         yield ("diversity", modality, "ms_ssim_real", realism.ms_ssim_real[modality], None)
     yield ("diversity", "between modalities", "ms_ssim_synthetic", realism.modalities_synthetic, None)
     yield ("diversity", "between modalities", "ms_ssim_real", realism.modalities_real, None)
+    scores = results.modalities
+    for modality in MODALITIES:
+        for value, name in REGIONS.items():
+            yield ("contrast", f"{modality} {name}", "real", scores.contrast_real[modality][value], None)
+            yield (
+                "contrast",
+                f"{modality} {name}",
+                "synthetic",
+                scores.contrast_synthetic[modality][value],
+                None,
+            )
+        yield ("probe", modality, "accuracy_synthetic", scores.probe_synthetic[modality], None)
+        yield ("probe", modality, "accuracy_real_test", scores.probe_real[modality], None)
     yield ("run", "evaluation", "wall_s", round(results.wall_s, 1), None)
 
 

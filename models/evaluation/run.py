@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from models.evaluation.augmentation import AugmentationConfig, enhanced_set
+from models.evaluation.modalities import ModalitiesResult, modality_scores
 from models.evaluation.paper import DEFAULT_ROWS, table2_rows
 from models.evaluation.real import RealSplit, artifacts_slice_config, leaked_cases, load_real_splits
 from models.evaluation.realism import RealismConfig, RealismResult, realism
@@ -36,6 +37,7 @@ from models.evaluation.table1 import FidelityRow, lesion_fidelity
 from models.evaluation.table2 import RowResult, Table2Config, Table2Data, required_samples, train_row
 from models.presets import get_preset
 from mrisynth.artifacts import MANIFEST_NAME, Manifest, sha256_file
+from mrisynth.structure import brain_mask
 from worker.sessions import Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class EvaluationResults:
         table2: our Table 2 rows.
         registration: registration Dice.
         realism: SWD and MS-SSIM.
+        modalities: lesion contrast per modality and region, and the independent modality probe.
         wall_s: wall-clock seconds of the whole evaluation.
         environment: torch version, threads, device, and the machine's 1-minute load average.
     """
@@ -111,6 +114,7 @@ class EvaluationResults:
     table2: list[RowResult]
     registration: RegistrationResult
     realism: RealismResult
+    modalities: ModalitiesResult
     wall_s: float
     environment: dict[str, str]
 
@@ -161,6 +165,12 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationResults:
     beta = manifest.thresholds.beta
     registered = registration(unfiltered.images, unfiltered.f, test.images, beta)
     real_like = realism(unfiltered.images, train.images, test.images, config.realism, config.seed)
+    real_brain = brain_mask(test.images[:, 0], expansion=0)
+    distinct = modality_scores(
+        train.images,
+        (test.images, test.labels, real_brain),
+        (unfiltered.images, unfiltered.labels, unfiltered.brain_mask),
+    )
     data = _table2_data(config, train, test, table2_set, n_enhanced)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     table2 = [train_row(row, data, preset, config.table2, config.seed, device) for row in rows]
@@ -177,6 +187,7 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationResults:
         table2=table2,
         registration=registered,
         realism=real_like,
+        modalities=distinct,
         wall_s=time.perf_counter() - start,
         environment={
             "torch": torch.__version__,

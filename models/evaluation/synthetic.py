@@ -60,6 +60,7 @@ class SyntheticSet:
         images: float32 (N, 4, H, W), modalities in ``MODALITIES`` order.
         labels: uint8 (N, H, W), the input lesion labels.
         f: uint8 (N, H, W), the input structural feature maps (Algorithm 1 space).
+        brain_mask: uint8 (N, H, W), MG's brain masks in {0, 1}.
         mean_dice: float64 (N,), the lesion filter's score of each sample.
         request: the request that made them.
         progress: the synthesis counters (acceptance and rejections).
@@ -69,6 +70,7 @@ class SyntheticSet:
     images: np.ndarray
     labels: np.ndarray
     f: np.ndarray
+    brain_mask: np.ndarray
     mean_dice: np.ndarray
     request: SynthesisRequest
     progress: SynthesisProgress
@@ -80,7 +82,12 @@ class SyntheticSet:
     def head(self, n: int) -> "SyntheticSet":
         """The first n samples (the set a request of n samples gives)."""
         return dataclasses.replace(
-            self, images=self.images[:n], labels=self.labels[:n], f=self.f[:n], mean_dice=self.mean_dice[:n]
+            self,
+            images=self.images[:n],
+            labels=self.labels[:n],
+            f=self.f[:n],
+            brain_mask=self.brain_mask[:n],
+            mean_dice=self.mean_dice[:n],
         )
 
 
@@ -112,6 +119,7 @@ def synthesize_set(
         images=np.stack([np.stack([s.images[m] for m in MODALITIES]) for s in samples]).astype(np.float32),
         labels=np.stack([s.label for s in samples]),
         f=np.stack([s.f for s in samples]),
+        brain_mask=np.stack([s.brain_mask for s in samples]),
         mean_dice=np.asarray([s.scores.mean_dice for s in samples]),
         request=request,
         progress=result.progress,

@@ -2,9 +2,9 @@
 
 Every row trains a fresh set of lesion segmentors, the ``lesion`` network of the preset's
 :class:`~models.networks.NetworkConfig` (4SEG: one U-Net per modality, Sec. 2.7), with the
-segmentation stage's step (:class:`models.segmentation_stage.SegmentationStage`: loss (19), Adam with
-the preset's lr and betas, input dropout) for the same number of steps, and is scored on the real
-test split with :func:`~models.evaluation.metrics.segmentation_scores`.
+segmentation stage's step (:class:`models.segmentation_stage.SegmentationStage`: loss (19) with the
+preset's ``lesion_loss``, Adam with the preset's lr and betas, input dropout) for the same number of
+steps, and is scored on the real test split with :func:`~models.evaluation.metrics.segmentation_scores`.
 
 Data of a row (amounts are fractions of the real training split's N slices, rounded, >= 1 if > 0):
 

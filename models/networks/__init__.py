@@ -1,9 +1,15 @@
 """The networks of Qu et al., Sec. 2.3-2.7, built by the factories of :mod:`models.networks.factory`."""
 
 from models.networks.blocks import Decoder, Encoder, UNet, init_net
-from models.networks.discriminators import CodeDiscriminator, ModalityDiscriminator, PatchDiscriminator
+from models.networks.discriminators import (
+    CodeDiscriminator,
+    ModalityClassifier,
+    ModalityDiscriminator,
+    PatchDiscriminator,
+)
 from models.networks.factory import (
     NetworkConfig,
+    define_cl,
     define_d,
     define_d_f,
     define_dc,
@@ -26,6 +32,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "LesionGuidance",
+    "ModalityClassifier",
     "ModalityDecoder",
     "ModalityDiscriminator",
     "NetworkConfig",
@@ -33,6 +40,7 @@ __all__ = [
     "StructureEncoder",
     "UNet",
     "condition_planes",
+    "define_cl",
     "define_d",
     "define_d_f",
     "define_dc",

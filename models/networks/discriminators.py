@@ -1,4 +1,4 @@
-"""Discriminators: D_f and FD_f (Sec. 2.3), D and FD (Sec. 2.4-2.6).
+"""Discriminators: D_f and FD_f (Sec. 2.3), D and FD (Sec. 2.4-2.6), and the modality classifier CL.
 
 All are least-squares PatchGAN critics: linear real/fake maps trained towards 1 (positive) and 0
 (negative) by the losses of :mod:`models.losses`. Images go down by 8, codes by 2, so an image
@@ -75,6 +75,29 @@ class ModalityDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x)
         return self.real_head(h), self.category_head(h)
+
+
+class ModalityClassifier(nn.Module):
+    """CL, a modality classifier of single MRI slices: a deviation from the paper (see models.presets).
+
+    Trained on real slices with cross-entropy in the segmentation stage, then frozen: in the synthesis
+    stage it tells DC "a realistic FLAIR where T1 was asked for", which D's category head, trained
+    beside an unconditional real/fake head, could not (it stayed at chance on the printed objective).
+
+    Args:
+        ngf: base width (the authors used 64).
+
+    Shapes:
+        x (B, 1, H, W) -> modality logits (B, 4) in ``MODALITIES`` order, H and W multiples of 8.
+    """
+
+    def __init__(self, ngf: int) -> None:
+        super().__init__()
+        self.trunk = _patch_trunk(1, ngf)
+        self.head = nn.Linear(4 * ngf, len(MODALITIES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x).mean(dim=(2, 3)))
 
 
 class CodeDiscriminator(nn.Module):

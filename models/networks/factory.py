@@ -10,7 +10,12 @@ from torch import nn
 
 from models.fusion import FUSION_CHANNELS
 from models.networks.blocks import Decoder, Encoder, UNet, init_net
-from models.networks.discriminators import CodeDiscriminator, ModalityDiscriminator, PatchDiscriminator
+from models.networks.discriminators import (
+    CodeDiscriminator,
+    ModalityClassifier,
+    ModalityDiscriminator,
+    PatchDiscriminator,
+)
 from models.networks.generators import ModalityDecoder, StructureEncoder
 from models.networks.lesion import LESION_VARIANTS, LesionGuidance
 
@@ -129,6 +134,11 @@ def define_d(config: NetworkConfig) -> ModalityDiscriminator:
     return init_net(ModalityDiscriminator(config.ngf), config.init_gain)
 
 
+def define_cl(config: NetworkConfig) -> ModalityClassifier:
+    """CL, the modality classifier (a deviation, :mod:`models.presets`): x (B, 1, H, W) -> logits (B, 4)."""
+    return init_net(ModalityClassifier(config.ngf), config.init_gain)
+
+
 def define_fd(config: NetworkConfig) -> CodeDiscriminator:
     """FD, Sec. 2.4: semantic feature map (B, C, H/4, W/4) -> real/fake map (B, 1, H/8, W/8)."""
     return init_net(CodeDiscriminator(config.code_channels, config.ngf), config.init_gain)
@@ -153,7 +163,8 @@ def define_networks(config: NetworkConfig) -> nn.ModuleDict:
     """Every network of Fig. 1 keyed by its paper name.
 
     Keys: ``EC_f``, ``DC_f``, ``MG``, ``D_f``, ``FD_f`` (Sec. 2.3); ``EC``, ``DC``, ``D``, ``FD``
-    (Sec. 2.4); ``EC_r`` (Sec. 2.6); ``lesion`` (Sec. 2.7, a :class:`LesionGuidance`).
+    (Sec. 2.4); ``EC_r`` (Sec. 2.6); ``lesion`` (Sec. 2.7, a :class:`LesionGuidance`); ``CL``, the
+    modality classifier of the registered objective (:mod:`models.presets`).
     """
     return nn.ModuleDict(
         {
@@ -168,5 +179,6 @@ def define_networks(config: NetworkConfig) -> nn.ModuleDict:
             "FD": define_fd(config),
             "EC_r": define_ec_r(config),
             "lesion": define_lesion_guidance(config),
+            "CL": define_cl(config),
         }
     )

@@ -8,7 +8,7 @@ MG a sigmoid :class:`~models.networks.blocks.UNet` (see :mod:`models.networks.fa
 import torch
 from torch import Tensor, nn
 
-from models.networks.blocks import Decoder, Encoder
+from models.networks.blocks import Encoder
 from mrisynth.conventions import MODALITIES
 
 
@@ -72,17 +72,76 @@ def condition_planes(modality: int, like: Tensor) -> Tensor:
     return planes
 
 
+class ModalityNorm(nn.Module):
+    """Instance norm whose scale and shift come from the modality (conditional instance norm, FiLM).
+
+    ``IN(h) * (1 + gamma(m)) + beta(m)``, gamma and beta linear in the one-hot modality m. A plain affine
+    instance norm after the condition would let DC forget it; this one re-applies it at every layer.
+
+    Args:
+        channels: channels of the feature map.
+
+    Shapes:
+        h (B, channels, h, w), m (B, 4) -> (B, channels, h, w).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.scale = nn.Linear(len(MODALITIES), channels)
+        self.shift = nn.Linear(len(MODALITIES), channels)
+        for linear in (self.scale, self.shift):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, h: Tensor, m: Tensor) -> Tensor:
+        return self.norm(h) * (1 + self.scale(m)[:, :, None, None]) + self.shift(m)[:, :, None, None]
+
+
+class ConditionalUnit(nn.Module):
+    """Optional nearest 2x upsampling, 3x3 conv, :class:`ModalityNorm`, ReLU.
+
+    Shapes:
+        h (B, in_channels, h, w), m (B, 4) -> (B, out_channels, h, w), or (2h, 2w) with ``upsample``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, upsample: bool = False) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest") if upsample else nn.Identity()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = ModalityNorm(out_channels)
+
+    def forward(self, h: Tensor, m: Tensor) -> Tensor:
+        return torch.relu(self.norm(self.conv(self.up(h)), m))
+
+
+class ConditionalResidualBlock(nn.Module):
+    """Two 3x3 conv + :class:`ModalityNorm` layers with an identity shortcut, (B, C, h, w), m -> same."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.first = ConditionalUnit(channels, channels)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.norm = ModalityNorm(channels)
+
+    def forward(self, h: Tensor, m: Tensor) -> Tensor:
+        return h + self.norm(self.conv(self.first(h, m)), m)
+
+
 class ModalityDecoder(nn.Module):
     """DC, the MRI decoder conditioned on a one-hot modality matrix, Sec. 2.4 and Fig. 3.
 
-    Dropout is applied to the semantic feature map only, so the one-hot condition is never scaled.
-    The concatenated input goes through a 3x3 convolution and a ReLU *without* normalization before the
-    :class:`~models.networks.blocks.Decoder` body: constant condition planes through a convolution are a
-    constant per channel, which an instance norm right after it subtracts, and DC would then be blind to
-    its condition (it was, in our first demo run: its four synthetic modalities differed by 0.003 on
-    average, real ones by 0.19). Before the ReLU the condition is a per-modality bias that decides
-    which features pass, and no later normalization can undo that. The output is linear because the
-    MRI are per-image standardized (Sec. 3.1).
+    The paper concatenates the condition to the code. Constant condition planes through a convolution
+    are a constant per channel, which an instance norm right after it subtracts, so the concatenation
+    first goes through a 3x3 convolution and a ReLU *without* normalization (the condition becomes a
+    bias that gates features). That alone was not enough (issue 12: an all-zero condition moved the
+    output as much as switching modality), so every later normalization is a :class:`ModalityNorm`
+    whose scale and shift come from the modality, read off the planes as their spatial mean: the
+    interface (code, planes) of the paper and of the exported ``DC.onnx`` is unchanged. Dropout is
+    applied to the semantic feature map only, so the condition is never scaled. The output is linear
+    because the MRI are per-image standardized (Sec. 3.1). Body: as
+    :class:`~models.networks.blocks.Decoder` (a unit to 4 ngf, 2 residual blocks, 2 upsampling units
+    4 ngf -> 2 ngf -> ngf, a 3x3 conv to 1 channel).
 
     Args:
         code_channels: channels C of the semantic feature map (that of EC and EC_r).
@@ -101,7 +160,20 @@ class ModalityDecoder(nn.Module):
         self.condition = nn.Sequential(
             nn.Conv2d(in_channels, 4 * ngf, kernel_size=3, padding=1), nn.ReLU(inplace=True)
         )
-        self.decoder = Decoder(4 * ngf, 1, ngf, dropout=0.0, activation="linear")
+        self.layers = nn.ModuleList(
+            [
+                ConditionalUnit(4 * ngf, 4 * ngf),
+                ConditionalResidualBlock(4 * ngf),
+                ConditionalResidualBlock(4 * ngf),
+                ConditionalUnit(4 * ngf, 2 * ngf, upsample=True),
+                ConditionalUnit(2 * ngf, ngf, upsample=True),
+            ]
+        )
+        self.out = nn.Conv2d(ngf, 1, kernel_size=3, padding=1)
 
     def forward(self, code: Tensor, condition: Tensor) -> Tensor:
-        return self.decoder(self.condition(torch.cat([self.dropout(code), condition], dim=1)))
+        m = condition.mean(dim=(2, 3))
+        h = self.condition(torch.cat([self.dropout(code), condition], dim=1))
+        for layer in self.layers:
+            h = layer(h, m)
+        return self.out(h)
