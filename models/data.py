@@ -62,7 +62,7 @@ def resize_label(label: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class RealSplit:
-    """One split of the real data at the evaluation's image size S.
+    """One split of the real slices of a slice cache at an image size S (training or evaluation).
 
     Attributes:
         name: ``train`` or ``test``.

@@ -27,7 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.losses import Pair, _checked_modalities, _checked_pairs, _pair, _scale, _total, loss_lesion_1, mse
+from models.losses import (
+    Pair,
+    _checked_modalities,
+    _checked_pairs,
+    _pair,
+    _scale,
+    _total,
+    loss_f,
+    loss_lesion_1,
+    mse,
+)
 from models.presets import LesionLoss
 
 DICE_EPS = 1.0
@@ -91,10 +101,8 @@ def loss_category(
         pairs: (j, i) pairs of the second sum; default all 12.
     """
     chosen = _checked_pairs(pairs)
-    logits_g = _checked_modalities("logits_g", logits_g)
-    synthetic = _total(modality_cross_entropy(logits_g[i], i) for i in range(len(logits_g)))
     translated = _total(modality_cross_entropy(_pair("logits_t", logits_t, (j, i)), i) for j, i in chosen)
-    return synthetic + _scale(chosen) * translated
+    return loss_classifier(logits_g) + _scale(chosen) * translated
 
 
 def loss_classifier(logits: Sequence[Tensor]) -> Tensor:
@@ -150,4 +158,4 @@ def loss_f_outside(f: Tensor, f_g: Sequence[Tensor], lesion: Tensor) -> Tensor:
         lesion: 1 where the fused label is a lesion, (B, 1, H, W).
     """
     outside = 1 - lesion
-    return _total(mse((f - fgi) * outside, 0.0) for fgi in _checked_modalities("f_g", f_g))
+    return loss_f(f * outside, [fgi * outside for fgi in _checked_modalities("f_g", f_g)])

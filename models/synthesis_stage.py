@@ -144,8 +144,9 @@ class SynthesisStage(Stage):
         with frozen(self.lesion, self.CL):
             self.label_g = [self.lesion.segment(self.x_g[i], i) for i in range(N)]
             self.logits_g = list(self.CL(torch.cat(self.x_g)).split(self.f.shape[0]))
-            logits_t = self.CL(torch.cat([self.x_t[p] for p in self.pairs])).split(self.f.shape[0])
-            self.logits_t = dict(zip(self.pairs, logits_t, strict=True))
+            if self.preset.registered:
+                logits_t = self.CL(torch.cat([self.x_t[p] for p in self.pairs])).split(self.f.shape[0])
+                self.logits_t = dict(zip(self.pairs, logits_t, strict=True))
         beta, tau = self.preset.beta, self.preset.soft_f_tau
         self.f_g = [soft_structural_feature_map(x, beta, tau) for x in self.x_g]
 

@@ -18,7 +18,7 @@ import torch
 
 from models.data import TrainingData, load_training_data
 from models.networks import define_networks
-from models.presets import STAGES, get_preset, with_overrides
+from models.presets import STAGES, get_preset, printed_objective, with_overrides
 from models.segmentation_stage import SegmentationStage
 from models.soft_structure import soft_structural_feature_map
 from models.stage import Stage
@@ -107,6 +107,22 @@ def test_synthesis_losses_fall_with_pair_sampling(data: TrainingData) -> None:
     history = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=3)
     for name in ("reconstruction", "cycle", "f"):
         assert _falls(history, name), name
+
+
+def test_registered_terms_fall_and_the_printed_objective_leaves_them_out(data: TrainingData) -> None:
+    registered = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=3)
+    for name in ("translation_pair", "synthesis_pair", "code_registered"):
+        assert _falls(registered, name), name
+    assert registered[-1]["lesion_1"] == 0.0  # segmentors frozen: (12) is not computed
+    printed = _losses_over_steps(SynthesisStage, data, steps=4, **_printed_fields())
+    for name in ("translation_pair", "synthesis_pair", "code_registered", "category"):
+        assert all(step[name] == 0.0 for step in printed), name
+    assert all(step["lesion_1"] > 0.0 for step in printed)
+
+
+def _printed_fields() -> dict[str, Any]:
+    printed = printed_objective(PRESET)
+    return {"registered": printed.registered, "lesion_loss": printed.lesion_loss, "weights": printed.weights}
 
 
 def test_segmentation_stage_lowers_segmentation_loss(data: TrainingData) -> None:
