@@ -130,7 +130,10 @@ def _serve(args: argparse.Namespace) -> None:
     from mrisynth.settings import get_settings
     from service.embedded import ServeOptions, serve
 
-    serve(get_settings(), ServeOptions(host=args.host, port=args.port, workers=args.workers))
+    settings = get_settings()
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    serve(settings, ServeOptions(host=args.host, port=args.port, workers=args.workers))
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -290,6 +293,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes without REDIS_URL (default 1)"
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        help="datasets, lesion sets and, without REDIS_URL, Redis' files; kept across restarts "
+        "(default: $MRISYNTH_DATA_DIR, else ./var)",
     )
     serve.set_defaults(run=_serve)
 

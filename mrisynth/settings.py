@@ -38,8 +38,21 @@ class Settings(BaseSettings):
         max_active_jobs_per_key: datasets one key may have queued or running at once, >= 1 (default 4).
         bundle_ttl_s: seconds a finished bundle is kept after its dataset finished (default 1 day); then
             its files are removed and the dataset answers 404.
-        disk_cap_bytes: bytes under ``data_dir`` above which new datasets and lesion sets are refused
-            (default 50 GiB).
+        owner_disk_quota_bytes: bytes one key may store under ``data_dir`` (its datasets' folders and
+            its lesion sets); at it, its new datasets and lesion sets are refused (default 10 GiB).
+        max_datasets_per_owner: datasets one key may store (with files, or queued or running), >= 1
+            (default 100).
+        max_lesion_sets_per_owner: lesion sets one key may store, >= 1 (default 20).
+        lesion_set_ttl_s: seconds a lesion set is kept after its upload (default 7 days); then its
+            record and, once no queued or running dataset uses them, its files are removed.
+        max_lesion_set_slices: axial slices of all the files of one lesion set (a 2D file is one),
+            checked from their headers by the service and the workers alike, >= 1 (default 4096: the
+            lesion pool of a set is at most this many image-size slices).
+        max_lesion_set_voxels: voxels of all the files of one lesion set (each file also at most
+            2 x 240 x 240 x 155), >= 1 (default 16 x 240 x 240 x 155).
+        upload_parsers: processes checking uploaded files, the most checks at once, >= 1 (default 2).
+        upload_parse_timeout_s: longest an upload's check may take, waiting for a parser included,
+            before it is answered 503 (default 30 s).
         max_upload_bytes: largest request body the service reads, such as a lesion-set upload with all
             its files and multipart overhead (default 64 MiB).
         max_upload_files: most label files in one lesion-set upload, >= 1 (default 64).
@@ -66,7 +79,14 @@ class Settings(BaseSettings):
     max_n: int = Field(default=10_000, ge=1, le=100_000)
     max_active_jobs_per_key: int = Field(default=4, ge=1)
     bundle_ttl_s: int = Field(default=86_400, ge=1)
-    disk_cap_bytes: int = Field(default=50 << 30, ge=1)
+    owner_disk_quota_bytes: int = Field(default=10 << 30, ge=1)
+    max_datasets_per_owner: int = Field(default=100, ge=1)
+    max_lesion_sets_per_owner: int = Field(default=20, ge=1)
+    lesion_set_ttl_s: int = Field(default=7 * 86_400, ge=1)
+    max_lesion_set_slices: int = Field(default=4096, ge=1)
+    max_lesion_set_voxels: int = Field(default=16 * 240 * 240 * 155, ge=1)
+    upload_parsers: int = Field(default=2, ge=1)
+    upload_parse_timeout_s: float = Field(default=30.0, gt=0)
     max_upload_bytes: int = Field(default=64 << 20, ge=1)
     max_upload_files: int = Field(default=64, ge=1)
     sweep_interval_s: float = Field(default=60.0, gt=0)

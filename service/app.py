@@ -2,9 +2,11 @@
 
 Routes are in :mod:`service.api.routes`; the API by example is ``docs/api.md``. Besides the routes the
 app counts and times requests (:mod:`service.metrics`), answers Redis outages with 503, limits request
-bodies to ``max_upload_bytes``, without API keys answers loopback clients only (:mod:`service.loopback`)
-and, while it runs, sweeps the datasets every ``sweep_interval_s`` (:func:`service.status.sweep`:
-progress refreshed, expired bundles removed).
+bodies to ``max_upload_bytes``, answers a body it cannot validate with 422 naming the fields but never
+echoing the input (NaN included), with API keys asks for one before anything else (:mod:`service.auth`),
+without them answers loopback clients only (:mod:`service.loopback`), puts security headers on every
+answer and ``HEAD`` wherever ``GET`` is (:mod:`service.headers`) and, while it runs, sweeps the datasets
+every ``sweep_interval_s`` (:func:`service.status.sweep`: progress refreshed, expired bundles removed).
 """
 
 import asyncio
@@ -14,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
@@ -22,11 +25,14 @@ from starlette.concurrency import run_in_threadpool
 from mrisynth.settings import Settings, get_settings
 from service.api.deps import reject_unknown_query
 from service.api.responses import errors
-from service.api.routes import datasets, lesion_sets, system
+from service.api.routes import datasets, docs, lesion_sets, system
+from service.auth import KeyRequired
 from service.context import ServiceContext, build_context
+from service.headers import HeadAsGet, SecurityHeaders
 from service.limits import BodyLimit
 from service.loopback import LOOPBACK_ONLY, LoopbackOnly, requires_loopback
 from service.metrics import RequestMetrics
+from service.parsing import ParsePool
 from service.status import sweep
 
 log = logging.getLogger(__name__)
@@ -46,12 +52,15 @@ async def _sweep_forever(context: ServiceContext) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Run :func:`_sweep_forever` alongside the app."""
+    """Run :func:`_sweep_forever` alongside the app, and its upload parsers (:mod:`service.parsing`)."""
+    settings = app.state.context.settings
+    app.state.parse_pool = ParsePool(settings.upload_parsers, settings.upload_parse_timeout_s)
     task = asyncio.create_task(_sweep_forever(app.state.context))
     try:
         yield
     finally:
         task.cancel()
+        app.state.parse_pool.close()
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> Response:
@@ -63,7 +72,27 @@ async def _redis_unavailable(request: Request, error: Exception) -> Response:
     )
 
 
-ROUTERS = (datasets.router, lesion_sets.router, system.router)
+MAX_TEXT, MAX_ISSUES = 200, 20
+"""Longest text (a message, a field name) and most validation errors a 422 answer carries."""
+
+
+def _short(part: object) -> str | int:
+    """A validation error's field path part or message, strings cut to ``MAX_TEXT`` characters."""
+    return part if isinstance(part, int) else str(part)[:MAX_TEXT]
+
+
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    """422 with each validation error's ``loc``, ``msg`` and ``type``, cut short: not the input (it may
+    be large, or a NaN that JSON cannot carry), nor pydantic's context."""
+    assert isinstance(error, RequestValidationError)
+    issues = [
+        {"loc": [_short(part) for part in issue["loc"]], "msg": _short(issue["msg"]), "type": issue["type"]}
+        for issue in error.errors()[:MAX_ISSUES]
+    ]
+    return JSONResponse({"detail": issues}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+ROUTERS = (datasets.router, lesion_sets.router, system.router, docs.router)
 """The API's routers, in the order they are included."""
 
 
@@ -115,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Synthetic registered multimodal brain MRI with tumor lesion labels",
         version="0.1.0",
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
         dependencies=[Depends(reject_unknown_query)],
         responses=errors(422),
         form_limits={"max_files": settings.max_upload_files},
@@ -122,11 +153,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.context = context
     for router in ROUTERS:
         app.include_router(router)
+    app.mount(docs.ASSETS_URL, docs.assets())
     _document_limits(app, settings)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, setting="max_upload_bytes")
+    app.add_middleware(HeadAsGet)
     if requires_loopback(settings):
         app.add_middleware(LoopbackOnly)
+    else:
+        app.add_middleware(KeyRequired, settings=settings)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics, metrics=context.metrics)
     return app

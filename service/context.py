@@ -22,7 +22,7 @@ class ServiceContext:
     Attributes:
         settings: the service's settings.
         connection: Redis for RQ (bytes, as RQ wants it).
-        queue: the synthesis queue.
+        queue: the base synthesis queue (each owner's jobs go to its own, :func:`worker.jobs.owner_queue`).
         store: the service's records (a text-mode client of the same Redis).
         manifest: the artifacts' manifest, None if they failed to load.
         artifacts_error: why they failed to load, else None.
@@ -55,4 +55,5 @@ def build_context(settings: Settings) -> ServiceContext:
     except ArtifactError as exc:
         error = str(exc)
         log.error("artifacts not loaded, the service is not ready: %s", error)
-    return ServiceContext(settings, connection, queue, store, manifest, error, Metrics(store, queue))
+    metrics = Metrics(store, connection, settings)
+    return ServiceContext(settings, connection, queue, store, manifest, error, metrics)

@@ -1,7 +1,7 @@
 """Datasets on behalf of an owner: create (with idempotency keys and limits), find, list, delete.
 
 Creating one checks, in order: ``n`` against ``max_n``, the lesion source (the caller's own lesion set),
-the idempotency key (a replay returns the first dataset), the disk cap and the owner's active jobs. Only
+the idempotency key (a replay returns the first dataset), the owner's quotas and active jobs. Only
 then is the record saved and the jobs queued (:func:`worker.jobs.enqueue_dataset`); if that fails,
 record, reservation, key and any job already queued are undone, so a refused or failed request leaves
 nothing behind.
@@ -22,12 +22,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.context import ServiceContext
-from service.disk import check_disk_cap
 from service.lesion_sets import find_lesion_set, lesion_set_dir
+from service.quotas import check_dataset_quota
 from service.schemas import MAX_SEED, DatasetCreate, Progress
 from service.status import expire_if_due, refresh
 from service.store import FINAL_STATES, DatasetRecord
-from worker.jobs import cancel_dataset, dataset_dir, enqueue_dataset
+from worker.jobs import cancel_dataset, dataset_dir, enqueue_dataset, owner_queue
 from worker.request import LesionSourceName
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_dataset(
 
     Raises:
         HTTPException: 422 for ``n`` above ``max_n`` or a lesion source that is not the caller's,
-            409 for a reused idempotency key or the disk cap, 429 for too many active datasets.
+            409 for a reused idempotency key or a quota of the owner, 429 for too many active datasets.
     """
     settings, store = context.settings, context.store
     if body.n > settings.max_n:
@@ -110,7 +110,7 @@ def create_dataset(
     key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
     if key_hash is not None and (replayed := _replay(context, owner, key_hash, fingerprint)):
         return replayed
-    check_disk_cap(settings)
+    check_dataset_quota(context, owner)
     record = DatasetRecord(
         id=uuid.uuid4().hex,
         owner=owner,
@@ -139,7 +139,7 @@ def create_dataset(
                     status.HTTP_409_CONFLICT, "Idempotency-Key: in use by a request that failed; retry"
                 )
             return replayed
-        enqueue_dataset(context.queue, record.spec(), settings)
+        enqueue_dataset(owner_queue(context.connection, owner, settings), record.spec(), settings)
     except Exception:
         store.forget_dataset(record)
         _drop_jobs(context, record)
@@ -186,6 +186,7 @@ def delete_dataset(context: ServiceContext, record: DatasetRecord) -> None:
         try:
             cancel_dataset(context.connection, record.id, settings)
             store.release_active(record.owner, record.id)
+            store.drop_chunk_progress(record.id)
             record.state, record.ended_at = "cancelled", datetime.now(UTC)
             record.progress = record.progress.model_copy(update={"eta_s": None})
             store.update_dataset(record, {"state", "ended_at", "progress"}, ttl_s=settings.bundle_ttl_s)

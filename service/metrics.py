@@ -1,9 +1,10 @@
 """Prometheus metrics of the service (``GET /metrics``), in a registry of the app's own.
 
-Per process: requests answered (by method, route template and status) and their latency, and the
-samples of the datasets this process saw finish. Shared by all processes, read from Redis at each
-scrape: datasets by state, the queue's depth (jobs waiting), live workers and the current synthesis
-rate (the samples/s of the running datasets).
+Per process: requests answered (by method, route template and status) and their latency, and the samples
+of the datasets this process saw finish. Shared by all processes, read from Redis at each scrape:
+datasets by state, the queues' depth (jobs waiting, every owner's queue), live workers (by heartbeat,
+:func:`worker.jobs.live_workers`) and the current synthesis rate (the samples/s of the running
+datasets).
 """
 
 import time
@@ -13,11 +14,13 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from rq import Queue, Worker
+from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mrisynth.settings import Settings
 from service.schemas import DatasetState
 from service.store import Store
+from worker.jobs import live_workers, synthesis_queues
 
 STATES: tuple[DatasetState, ...] = ("queued", "running", "finished", "failed", "cancelled")
 
@@ -29,9 +32,10 @@ they cannot make new series without end."""
 class _JobsCollector(Collector):
     """Datasets by state, queue depth, workers and samples/s, from Redis at scrape time."""
 
-    def __init__(self, store: Store, queue: Queue) -> None:
+    def __init__(self, store: Store, connection: Redis, settings: Settings) -> None:
         self.store = store
-        self.queue = queue
+        self.connection = connection
+        self.settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         summaries = self.store.summaries()
@@ -40,9 +44,10 @@ class _JobsCollector(Collector):
         for state in STATES:
             datasets.add_metric([state], states[state])
         yield datasets
-        yield GaugeMetricFamily("mrisynth_queue_depth", "Jobs waiting in the queue", value=self.queue.count)
-        workers = Worker.count(connection=self.queue.connection, queue=self.queue)
-        yield GaugeMetricFamily("mrisynth_workers", "Workers listening on the queue", value=workers)
+        depth = sum(queue.count for queue in synthesis_queues(self.connection, self.settings))
+        yield GaugeMetricFamily("mrisynth_queue_depth", "Jobs waiting in the queues", value=depth)
+        workers = live_workers(self.connection, self.settings)
+        yield GaugeMetricFamily("mrisynth_workers", "Workers with a recent heartbeat", value=workers)
         rate = sum(progress.samples_per_s or 0.0 for state, progress in summaries if state == "running")
         yield GaugeMetricFamily(
             "mrisynth_samples_per_second", "Accepted samples per second of the running datasets", value=rate
@@ -54,10 +59,11 @@ class Metrics:
 
     Args:
         store: the dataset records (for datasets by state and samples/s).
-        queue: the synthesis queue (for its depth and its workers).
+        connection: Redis of the queues (for their depth and the workers).
+        settings: the service's settings (the queues' names).
     """
 
-    def __init__(self, store: Store, queue: Queue) -> None:
+    def __init__(self, store: Store, connection: Redis, settings: Settings) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "mrisynth_http_requests",
@@ -74,7 +80,7 @@ class Metrics:
         self.samples = Counter(
             "mrisynth_samples", "Samples of the datasets this process saw finish", registry=self.registry
         )
-        self.registry.register(_JobsCollector(store, queue))
+        self.registry.register(_JobsCollector(store, connection, settings))
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""

@@ -151,6 +151,7 @@ class LesionSetPublic(BaseModel):
             their axial slices that hold a lesion).
         size_bytes: bytes stored.
         created_at: when it was uploaded (UTC).
+        expires_at: when it is removed (UTC): ``lesion_set_ttl_s`` after its upload.
     """
 
     id: str
@@ -158,6 +159,13 @@ class LesionSetPublic(BaseModel):
     slices: int
     size_bytes: int
     created_at: datetime
+    expires_at: datetime
+
+
+class LesionSetList(BaseModel):
+    """``GET /lesion-sets``: the caller's lesion sets, newest first."""
+
+    lesion_sets: list[LesionSetPublic]
 
 
 class Health(BaseModel):

@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -21,6 +22,7 @@ from rq.serializers import JSONSerializer
 
 from mrisynth.artifacts import sha256_file
 from service.context import ServiceContext
+from service.lesion_sets import expire_lesion_sets
 from service.schemas import DatasetPublic, Progress
 from service.store import FINAL_STATES, DatasetRecord
 from worker.jobs import bundle_path, cancel_dataset, dataset_dir
@@ -89,9 +91,11 @@ def _ending(
 def _end(
     context: ServiceContext, record: DatasetRecord, state: str, error: str | None, ended: datetime
 ) -> None:
-    """Record a dataset's end (the caller won :meth:`~service.store.Store.claim_final`)."""
+    """Record a dataset's end (the caller won :meth:`~service.store.Store.claim_final`); its chunks'
+    cached progress is dropped, the record's own ``progress`` holds the sums."""
     store, settings = context.store, context.settings
     store.release_active(record.owner, record.id)
+    store.drop_chunk_progress(record.id)
     record.ended_at, record.error = ended, error
     if state == "finished":
         path = bundle_path(settings, record.id)
@@ -128,7 +132,11 @@ def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
     assembly, *chunks = Job.fetch_many(
         record.job_ids(), connection=context.connection, serializer=JSONSerializer
     )
-    seen = {c: job.meta["progress"] for c, job in enumerate(chunks) if job and "progress" in job.meta}
+    seen = {
+        c: job.meta["progress"]
+        for c, job in enumerate(chunks)
+        if job and job.meta.get("progress", {}).get("candidates")
+    }
     cached = store.chunk_progress(record.id)
     store.save_chunk_progress(record.id, {c: p for c, p in seen.items() if cached.get(c) != p})
     started = [moment for job in chunks if job and (moment := _utc(job.started_at)) is not None]
@@ -193,13 +201,21 @@ def public(context: ServiceContext, record: DatasetRecord) -> DatasetPublic:
 
 
 def sweep(context: ServiceContext) -> None:
-    """Refresh every unfinished dataset, remove expired bundles, unindex records Redis dropped."""
+    """Refresh every unfinished dataset, remove expired bundles, unindex records Redis dropped, remove
+    the files of expired lesion sets that no queued or running dataset uses."""
+    in_use: set[Path] = set()
     for dataset_id in context.store.dataset_ids():
         try:
             record = context.store.get_dataset(dataset_id)
             if record is None:
                 context.store.unindex_dataset(dataset_id)
             else:
-                expire_if_due(context, refresh(context, record))
+                record = expire_if_due(context, refresh(context, record))
+                if record.state not in FINAL_STATES and isinstance(record.lesion_source, Path):
+                    in_use.add(record.lesion_source)
         except (RedisError, OSError) as error:
             log.warning("sweep: dataset %s: %s", dataset_id, error)
+    try:
+        expire_lesion_sets(context, in_use)
+    except (RedisError, OSError) as error:
+        log.warning("sweep: lesion sets: %s", error)

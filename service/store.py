@@ -8,9 +8,11 @@ Keys, under ``mrisynth:<queue>:`` (one deployment per queue):
 - ``owner:<owner>:datasets``: the same per owner; ``owner:<owner>:active``: set of its queued or
   running dataset ids, the per-key job limit;
 - ``idempotency:<owner>:<sha256 of the key>``: ``<dataset id> <request fingerprint>``, expiring;
-- ``lesion-set:<id>``: hash of a :class:`LesionSetRecord`.
+- ``lesion-set:<id>``: hash of a :class:`LesionSetRecord`, expiring at its ``expires_at``;
+  ``owner:<owner>:lesion-sets``: sorted set of the owner's lesion set ids by creation time (ids whose
+  record expired are dropped from it when it is read).
 
-Owners are the sha256 of their API key (:func:`service.api.deps.owner_of`), never the key.
+Owners are the sha256 of their API key (:func:`service.auth.owner_of`), never the key.
 """
 
 import json
@@ -225,6 +227,14 @@ class Store:
             }
             self.redis.hset(self._key("dataset", dataset_id), mapping=mapping)
 
+    def drop_chunk_progress(self, dataset_id: str) -> None:
+        """Forget the chunk jobs' cached progress (an ended dataset's record keeps the sums)."""
+        key = self._key("dataset", dataset_id)
+        fields = [_text(field) for field in self.redis.hkeys(key)]
+        chunks = [field for field in fields if field.startswith(_CHUNK_PREFIX)]
+        if chunks:
+            self.redis.hdel(key, *chunks)
+
     def reserve_active(self, owner: str, dataset_id: str, limit: int) -> bool:
         """Count a dataset as active for its owner, unless that makes more than ``limit``.
 
@@ -268,11 +278,47 @@ class Store:
         """Unbind an idempotency key (its dataset could not be made)."""
         self.redis.delete(self._key("idempotency", owner, key_hash))
 
-    def add_lesion_set(self, record: LesionSetRecord) -> None:
-        """Save a lesion set's record."""
-        self.redis.hset(self._key("lesion-set", record.id), mapping=_dump(record))
+    def add_lesion_set(self, record: LesionSetRecord, limit: int) -> bool:
+        """Save a lesion set's record, expiring at its ``expires_at``, and index it under its owner,
+        unless that makes the owner hold more than ``limit`` (then nothing is saved).
+
+        Adding first and counting after means two racing uploads can both be refused, never both let
+        through past the limit.
+        """
+        key, index = self._key("lesion-set", record.id), self._key("owner", record.owner, "lesion-sets")
+        self.lesion_sets(record.owner)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=_dump(record))
+            pipe.expireat(key, record.expires_at)
+            pipe.zadd(index, {record.id: record.created_at.timestamp()})
+            pipe.zcard(index)
+            *_, count = pipe.execute()
+        if count > limit:
+            self.forget_lesion_set(record)
+            return False
+        return True
 
     def get_lesion_set(self, lesion_set_id: str) -> LesionSetRecord | None:
         """The lesion set's record, or None."""
         raw = self.redis.hgetall(self._key("lesion-set", lesion_set_id))
         return LesionSetRecord.model_validate(_load(raw)) if raw else None
+
+    def lesion_sets(self, owner: str) -> list[LesionSetRecord]:
+        """The owner's lesion sets, newest first; ids whose record expired leave its index."""
+        index = self._key("owner", owner, "lesion-sets")
+        ids = [_text(member) for member in cast(list[bytes | str], self.redis.zrevrange(index, 0, -1))]
+        with self.redis.pipeline() as pipe:
+            for lesion_set_id in ids:
+                pipe.hgetall(self._key("lesion-set", lesion_set_id))
+            rows = pipe.execute()
+        gone = [lesion_set_id for lesion_set_id, raw in zip(ids, rows, strict=True) if not raw]
+        if gone:
+            self.redis.zrem(index, *gone)
+        return [LesionSetRecord.model_validate(_load(raw)) for raw in rows if raw]
+
+    def forget_lesion_set(self, record: LesionSetRecord) -> None:
+        """Drop a lesion set's record and its index entry."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self._key("lesion-set", record.id))
+            pipe.zrem(self._key("owner", record.owner, "lesion-sets"), record.id)
+            pipe.execute()

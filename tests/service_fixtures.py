@@ -4,13 +4,16 @@ import gzip
 import io
 import json
 import os
+import resource
 import signal
 import struct
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from mrisynth.settings import Settings
+from mrisynth.settings import DEMO_ARTIFACTS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,26 @@ B = {"Authorization": f"Bearer {KEY_B}"}
 FAST = {"thresholds": {"dice": 0.0}}
 """Request fields under which the demo models accept samples quickly: they accept no lesion at the
 default Dice 0.95 (see the README)."""
+
+
+def keyed_settings(redis_url: str, data_dir: Path, queue: str, **fields: Any) -> Settings:
+    """Settings of a service with keys A and B on the demo artifacts, whose workers and sweeps react
+    within a second or two (a killed worker's job is retried after 2 s); ``fields`` set the rest."""
+    quick = {
+        "sweep_interval_s": 1,
+        "job_monitoring_interval_s": 1,
+        "heartbeat_grace_s": 2,
+        "maintenance_interval_s": 1,
+    }
+    return Settings(
+        redis_url=redis_url,
+        artifacts_dir=DEMO_ARTIFACTS,
+        data_dir=data_dir,
+        queue=queue,
+        api_keys=[KEY_A, KEY_B],
+        batch_size=4,
+        **(quick | fields),
+    )
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -46,8 +69,12 @@ def service_env(settings: Settings) -> dict[str, str]:
 class Child:
     """A child process in a session of its own, stopped with SIGTERM to its whole process group."""
 
-    def __init__(self, command: list[str], settings: Settings) -> None:
-        self.process = subprocess.Popen(command, env=service_env(settings), cwd=ROOT, start_new_session=True)
+    def __init__(
+        self, command: list[str], settings: Settings, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
+        self.process = subprocess.Popen(
+            command, env=service_env(settings), cwd=ROOT, start_new_session=True, preexec_fn=preexec_fn
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -60,13 +87,20 @@ class Child:
 
 
 class Api(Child):
-    """``uvicorn service.app:create_app --factory`` on a free loopback port, started when it answers."""
+    """``uvicorn service.app:create_app --factory`` on a free loopback port, started when it answers;
+    ``memory_bytes``: the most address space it and each process it starts may take (``RLIMIT_AS``),
+    so that a runaway allocation fails there instead of taking the machine."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, memory_bytes: int | None = None) -> None:
         port = free_port()
         command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
+        limit = (
+            None
+            if memory_bytes is None
+            else partial(resource.setrlimit, resource.RLIMIT_AS, (memory_bytes,) * 2)
+        )
         super().__init__(
-            [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], settings
+            [*command, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], settings, limit
         )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -85,6 +119,31 @@ class Api(Child):
 def start_worker(settings: Settings) -> Child:
     """A real ``mrisynth worker`` on the settings' Redis and queue."""
     return Child([sys.executable, "-m", "mrisynth", "worker"], settings)
+
+
+@contextmanager
+def api_client(settings: Settings) -> Iterator[httpx.Client]:
+    """An httpx client of a real :class:`Api` with these settings, stopped on exit."""
+    server = Api(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+@contextmanager
+def ready_worker(settings: Settings, api: httpx.Client) -> Iterator[Child]:
+    """A real ``mrisynth worker``, yielded once the API's ``/readyz`` counts it; stopped on exit."""
+    child = start_worker(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while api.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, api.get("/readyz").json()
+            time.sleep(0.2)
+        yield child
+    finally:
+        child.stop()
 
 
 def nifti_file(label: np.ndarray, compress: bool = True) -> bytes:

@@ -24,18 +24,21 @@ from conftest import descendant_pids, free_port
 from mrisynth.cli import main
 from mrisynth.settings import get_settings
 from service.client import GenerateError, download, error_detail, generate, idempotency_key
+from service.embedded import LOCK_FILE, PID_FILE
+from service.supervisor import kill_leftovers, start_time
 
 READY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
 class Served:
-    """A running ``mrisynth serve``: its process, URL, log file and the TMPDIR it was given."""
+    """A running ``mrisynth serve``: its process, URL, log file, and the TMPDIR and data directory it got."""
 
     process: subprocess.Popen
     url: str
     log: Path
     tmpdir: Path
+    data_dir: Path
 
 
 def _environment(**variables: str) -> dict[str, str]:
@@ -48,27 +51,34 @@ def _environment(**variables: str) -> dict[str, str]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``mrisynth serve`` without REDIS_URL (its own redis-server and one worker), ready."""
     directory = tmp_path_factory.mktemp("serve")
-    tmpdir, log = directory / "tmp", directory / "serve.log"
+    tmpdir, log, data_dir = directory / "tmp", directory / "serve.log", directory / "data"
     tmpdir.mkdir()
     port = free_port()
+    command = [sys.executable, "-m", "mrisynth", "serve", "--port", str(port), "--workers", "1"]
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mrisynth", "serve", "--port", str(port), "--workers", "1"],
+            [*command, "--data-dir", str(data_dir)],
             env=_environment(TMPDIR=str(tmpdir), MRISYNTH_BATCH_SIZE="4"),
             stdout=output,
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _ready(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"mrisynth serve did not get ready:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield Served(process, url, log, tmpdir)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mrisynth serve did not get ready:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Served(process, url, log, tmpdir, data_dir)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        kill_leftovers(data_dir / PID_FILE)
 
 
 def _ready(url: str, path: str = "/readyz") -> bool:
@@ -164,17 +174,26 @@ def test_serve_refuses_a_public_host_without_keys(
     assert "refusing to listen on 0.0.0.0 without API keys" in capsys.readouterr().err
 
 
-def test_sigint_stops_every_child_and_removes_the_temp_dir(
+def test_sigint_stops_every_child_and_keeps_everything_in_the_data_dir(
     served: Served, generated: tuple[Path, str]
 ) -> None:
+    """The datasets and Redis' append-only file stay in the data directory for the next start; the
+    only file outside it is the one ``import onnxruntime`` writes to TMPDIR (``.ses``)."""
+    _, dataset_id = generated
     children = descendant_pids(served.process.pid)
     names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in children}
     assert "redis-server" in names and any(name.startswith("python") for name in names), names
-    assert len(list(served.tmpdir.glob("mrisynth-serve-*"))) == 1
+    assert (served.data_dir / PID_FILE).is_file()
     served.process.send_signal(signal.SIGINT)
     assert served.process.wait(timeout=30) == 0, served.log.read_text()
-    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
-    assert not list(served.tmpdir.glob("mrisynth-serve-*")), "the temporary directory should be removed"
+    deadline = time.monotonic() + 5
+    while [pid for pid in children if start_time(pid) is not None] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in children if start_time(pid) is not None] == [], "every child should be gone"
+    assert {path.name for path in served.tmpdir.iterdir()} <= {".ses"}
+    assert {path.name for path in served.data_dir.iterdir()} == {"datasets", "redis", LOCK_FILE}
+    assert (served.data_dir / "datasets" / dataset_id / f"{dataset_id}.zip").is_file()
+    assert list((served.data_dir / "redis").glob("appendonly*"))
     assert "stopped by SIGINT" in served.log.read_text()
 
 

@@ -17,13 +17,13 @@ from rq.serializers import JSONSerializer
 from service_fixtures import FAST, KEY_A, A
 
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
-from service.api.deps import owner_of
 from service.app import LOOPBACK_ONLY, create_app, requires_loopback
+from service.auth import owner_of
 from service.context import build_context
 from service.datasets import create_dataset
 from service.schemas import DatasetCreate
 from service.status import refresh
-from worker.jobs import assembly_job_id, bundle_path, cancel_dataset, dataset_queue
+from worker.jobs import assembly_job_id, bundle_path, cancel_dataset, synthesis_queues
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_a_failed_enqueue_leaves_no_record_and_no_job(
     queued_before_the_failure = []
 
     def fail(*args: object, **kwargs: object) -> None:
-        queued_before_the_failure.append(dataset_queue(connection, isolated).count)
+        queued_before_the_failure.append(sum(q.count for q in synthesis_queues(connection, isolated)))
         raise RedisError(f"injected: connection to {isolated.redis_url} lost")
 
     monkeypatch.setattr(Queue, "enqueue", fail)
@@ -89,7 +89,7 @@ def test_a_failed_enqueue_leaves_no_record_and_no_job(
     assert response.status_code == 503 and response.json()["detail"].startswith("Redis unavailable")
     assert "injected" not in response.text and "127.0.0.1" not in response.text
     assert queued_before_the_failure == [3], "the 3 chunk jobs (chunk_size 8) were queued, then it failed"
-    assert dataset_queue(connection, isolated).count == 0
+    assert sum(q.count for q in synthesis_queues(connection, isolated)) == 0
     jobs = [key for key in connection.scan_iter("rq:job:*") if connection.type(key) == b"hash"]
     assert [key for key in jobs if connection.hget(key, "origin") == b"test-enqueue-failure"] == []
     store = app.state.context.store
@@ -127,6 +127,6 @@ def test_unknown_methods_make_no_new_metric_series(settings: Settings) -> None:
     app = create_app(settings)
     for method in ("FOO", "BAR"):
         assert _in_process(app, method, "/datasets", headers=A).status_code == 405
-    text = _in_process(app, "GET", "/metrics").text
+    text = _in_process(app, "GET", "/metrics", headers=A).text
     assert 'mrisynth_http_requests_total{method="other",route="/datasets",status="405"} 2.0' in text
     assert "FOO" not in text and "BAR" not in text

@@ -49,7 +49,12 @@ def api_schema(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> sche
         max_active_jobs_per_key=10_000,
         max_upload_bytes=1 << 20,
     )
-    return from_asgi("/openapi.json", create_app(settings), config=SchemathesisConfig.from_dict(CONFIG))
+    return from_asgi(
+        "/openapi.json",
+        create_app(settings),
+        config=SchemathesisConfig.from_dict(CONFIG),
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
 
 
 def test_every_answer_conforms_to_the_schema(api_schema: schemathesis.BaseSchema) -> None:

@@ -11,6 +11,14 @@ file already there returns at once. So a worker killed mid-chunk (``kill -9``) l
 duplicates nothing: RQ retries the abandoned chunk (``Retry``), which starts over and writes the same
 file, and the assembly job adds each chunk file's samples exactly once, in order.
 
+Fairness between owners: each owner's jobs go to a queue of its own (:func:`owner_queue`), named in a
+Redis set that the workers read before every dequeue and consume round-robin
+(:class:`worker.runner.SynthesisWorker`), so one owner's thousand queued chunks delay another's next
+chunk by one chunk per worker, not by a thousand.
+
+Every job Redis keeps expires: finished and failed jobs after ``bundle_ttl_s``; a cancelled
+dataset's jobs are deleted.
+
 Jobs are plain functions of JSON arguments (RQ's JSON serializer); progress goes to ``job.meta``.
 """
 
@@ -18,12 +26,14 @@ import dataclasses
 import logging
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 from pydantic import BaseModel, Field
 from redis import Redis
-from rq import Queue, Retry, get_current_job
+from rq import Queue, Retry, Worker, get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -103,9 +113,51 @@ def assembly_job_id(dataset_id: str) -> str:
     return f"{dataset_id}_assemble"
 
 
-def dataset_queue(connection: Redis, settings: Settings | None = None) -> Queue:
-    """The synthesis queue, with RQ's JSON serializer (job arguments are plain JSON)."""
-    return Queue((settings or get_settings()).queue, connection=connection, serializer=JSONSerializer)
+def dataset_queue(connection: Redis, settings: Settings | None = None, name: str | None = None) -> Queue:
+    """A synthesis queue, with RQ's JSON serializer (job arguments are plain JSON): the base queue
+    ``settings.queue``, or the queue ``name``."""
+    return Queue(name or (settings or get_settings()).queue, connection=connection, serializer=JSONSerializer)
+
+
+def _queues_key(settings: Settings) -> str:
+    return f"mrisynth:{settings.queue}:queues"
+
+
+def owner_queue(connection: Redis, owner: str, settings: Settings | None = None) -> Queue:
+    """The queue of one owner's jobs, ``<settings.queue>.<first 16 characters of the owner id>``,
+    registered for the workers (:func:`synthesis_queues`)."""
+    settings = settings or get_settings()
+    name = f"{settings.queue}.{owner[:16]}"
+    connection.sadd(_queues_key(settings), name)
+    return dataset_queue(connection, settings, name)
+
+
+def synthesis_queues(connection: Redis, settings: Settings | None = None) -> list[Queue]:
+    """The base queue and every owner's queue, by name."""
+    settings = settings or get_settings()
+    members = cast(set[bytes], connection.smembers(_queues_key(settings)))
+    names = sorted(member.decode() for member in members)
+    return [dataset_queue(connection, settings), *(dataset_queue(connection, settings, n) for n in names)]
+
+
+def live_workers(connection: Redis, settings: Settings | None = None) -> int:
+    """Workers on this deployment's queues whose last heartbeat is within their ttl (a worker killed
+    with ``kill -9`` stops counting once its heartbeat is that old)."""
+    settings = settings or get_settings()
+    now = datetime.now(UTC)
+    live = 0
+    for worker in Worker.all(connection=connection, serializer=JSONSerializer):
+        beat = worker.last_heartbeat
+        if beat is None or settings.queue not in {name.split(".")[0] for name in worker.queue_names()}:
+            continue
+        if now - beat.replace(tzinfo=beat.tzinfo or UTC) <= timedelta(seconds=worker_ttl_s(settings)):
+            live += 1
+    return live
+
+
+def worker_ttl_s(settings: Settings) -> int:
+    """The workers' ttl: an idle worker heartbeats every ``maintenance_interval_s``; RQ adds 15 s."""
+    return settings.maintenance_interval_s + 15
 
 
 @cache
@@ -130,6 +182,8 @@ def enqueue_dataset(queue: Queue, spec: DatasetSpec, settings: Settings | None =
                 job_id=chunk_job_id(spec.dataset_id, chunk),
                 timeout=settings.chunk_timeout_s,
                 retry=Retry(max=settings.chunk_retries),
+                result_ttl=settings.bundle_ttl_s,
+                failure_ttl=settings.bundle_ttl_s,
                 meta={"progress": SynthesisProgress(requested=len(indices)).model_dump(mode="json")},
             )
             for chunk, indices in enumerate(spec.chunks())
@@ -141,6 +195,8 @@ def enqueue_dataset(queue: Queue, spec: DatasetSpec, settings: Settings | None =
         job_id=assembly_job_id(spec.dataset_id),
         depends_on=chunk_jobs,
         job_timeout=settings.chunk_timeout_s,
+        result_ttl=settings.bundle_ttl_s,
+        failure_ttl=settings.bundle_ttl_s,
     )
 
 
@@ -213,10 +269,11 @@ def assemble_dataset(arguments: dict) -> dict:
 def cancel_dataset(
     connection: Redis, dataset_id: str, settings: Settings | None = None, stop_timeout_s: float = 30.0
 ) -> None:
-    """Stop a dataset: cancel its assembly and queued chunks, stop its running chunks, remove its files.
+    """Stop a dataset: delete its assembly and queued chunks, stop its running chunks, remove its files,
+    then delete the stopped chunks too, so that Redis keeps nothing of it.
 
-    The assembly job is cancelled first, so it never starts; a running chunk's work-horse is killed
-    (RQ's stop-job command) and the files are removed once no chunk runs any more (or after
+    The assembly job goes first, so it never starts; a running chunk's work-horse is killed (RQ's
+    stop-job command) and the files are removed once no chunk runs any more (or after
     ``stop_timeout_s``). Jobs that have expired from Redis are skipped; the files go all the same.
     """
     settings = settings or get_settings()
@@ -225,20 +282,23 @@ def cancel_dataset(
     except NoSuchJobError:
         chunks: list[Job] = []
     else:
-        assembly.cancel()
         fetched = Job.fetch_many(assembly.dependency_ids, connection=connection, serializer=JSONSerializer)
         chunks = [job for job in fetched if job is not None]
+        assembly.delete()
+    running = []
     for job in chunks:
-        status = job.get_status(refresh=True)
-        if status == JobStatus.STARTED:
+        if job.get_status(refresh=True) == JobStatus.STARTED:
             send_stop_job_command(connection, job.id, serializer=JSONSerializer)
-        elif status not in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            job.cancel()
+            running.append(job)
+        else:
+            job.delete()
     deadline = time.monotonic() + stop_timeout_s
-    while any(job.get_status(refresh=True) == JobStatus.STARTED for job in chunks):
+    while any(job.get_status(refresh=True) == JobStatus.STARTED for job in running):
         if time.monotonic() > deadline:
             log.warning("dataset %s: chunks still running %.0f s after the stop", dataset_id, stop_timeout_s)
             break
         time.sleep(0.1)
     shutil.rmtree(dataset_dir(settings, dataset_id), ignore_errors=True)
+    for job in running:
+        job.delete()
     log.info("dataset %s cancelled", dataset_id)

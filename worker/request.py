@@ -18,7 +18,7 @@ LesionSourceName = Literal["library", "none"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RequestThresholds(_Frozen):

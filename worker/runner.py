@@ -10,29 +10,68 @@ import logging
 
 import onnxruntime as ort
 from redis import Redis
-from rq import Worker
+from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import DequeueStrategy
 
 from mrisynth.artifacts import verify_artifacts
 from mrisynth.settings import Settings
-from worker.jobs import dataset_queue, loaded_synthesizer
+from worker.jobs import loaded_synthesizer, synthesis_queues, worker_ttl_s
 from worker.sessions import CUDA
 
 log = logging.getLogger(__name__)
 
+QUEUE_REFRESH_S = 2
+"""Longest an idle worker blocks on the queues it knows before it reads the owners' queues again."""
+
 
 class SynthesisWorker(Worker):
-    """RQ's worker with a configurable grace before a silent job counts as abandoned.
+    """RQ's worker on every owner's queue, round-robin, with a configurable grace before a silent job
+    counts as abandoned.
+
+    Before every dequeue the worker reads the owners' queues (:func:`worker.jobs.synthesis_queues`);
+    an idle worker reads them again every ``QUEUE_REFRESH_S``, so a new owner's first job waits no
+    longer than that. RQ's round-robin strategy moves the queue a job came from to the end of the
+    order, so the owners with queued jobs take turns.
 
     RQ renews a running job's heartbeat every ``job_monitoring_interval`` seconds; when a worker dies
     (``kill -9``, a lost host) another worker's maintenance finds the job's heartbeat expired after
     ``heartbeat_grace_s`` more and retries it (the chunk jobs have ``Retry``).
     """
 
-    def __init__(self, *args: object, heartbeat_grace_s: int = 60, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.heartbeat_grace_s = heartbeat_grace_s
+    def __init__(self, settings: Settings, connection: Redis, **kwargs: object) -> None:
+        super().__init__(
+            synthesis_queues(connection, settings),
+            connection=connection,
+            serializer=JSONSerializer,
+            job_monitoring_interval=settings.job_monitoring_interval_s,
+            maintenance_interval=settings.maintenance_interval_s,
+            worker_ttl=worker_ttl_s(settings),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.settings = settings
+        self.heartbeat_grace_s = settings.heartbeat_grace_s
+
+    def refresh_queues(self) -> None:
+        """Take in the owners' queues made since the last dequeue, keeping the round-robin order."""
+        queues = {queue.name: queue for queue in synthesis_queues(self.connection, self.settings)}
+        kept = [queue for queue in self._ordered_queues if queue.name in queues]
+        known = {queue.name for queue in kept}
+        self._ordered_queues = kept + [queue for name, queue in queues.items() if name not in known]
+        self.queues = list(queues.values())
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue, blocking at most ``QUEUE_REFRESH_S`` at a time between reads of the queues
+        (``timeout`` None, RQ's burst mode: one look at each queue)."""
+        while True:
+            self.refresh_queues()
+            wait = QUEUE_REFRESH_S if max_idle_time is None else min(QUEUE_REFRESH_S, max_idle_time)
+            result = super().dequeue_job_and_maintain_ttl(timeout, wait)
+            if result is not None or timeout is None or max_idle_time is not None:
+                return result
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Seconds until the job's next heartbeat is due, plus the grace."""
@@ -50,16 +89,6 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         verify_artifacts(settings.artifacts_dir)
     else:
         loaded_synthesizer(settings.artifacts_dir)
-    connection = Redis.from_url(settings.redis_url)
-    worker = SynthesisWorker(
-        [dataset_queue(connection, settings)],
-        connection=connection,
-        serializer=JSONSerializer,
-        job_monitoring_interval=settings.job_monitoring_interval_s,
-        maintenance_interval=settings.maintenance_interval_s,
-        # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance runs.
-        worker_ttl=settings.maintenance_interval_s + 15,
-        heartbeat_grace_s=settings.heartbeat_grace_s,
-    )
-    log.info("worker %s on queue %s, artifacts %s", worker.name, settings.queue, settings.artifacts_dir)
-    worker.work(burst=burst, logging_level="INFO")
+    worker = SynthesisWorker(settings, Redis.from_url(settings.redis_url))
+    log.info("worker %s on queues %s.*, artifacts %s", worker.name, settings.queue, settings.artifacts_dir)
+    worker.work(burst=burst, logging_level="INFO", dequeue_strategy=DequeueStrategy.ROUND_ROBIN)

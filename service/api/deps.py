@@ -1,14 +1,11 @@
 """Typed FastAPI dependencies: the app's context, the caller (by API key), the caller's dataset and
 lesion set.
 
-With API keys configured (``settings.api_keys``) every request needs ``Authorization: Bearer <key>``;
-the key is compared with each configured key in constant time (:func:`hmac.compare_digest`) and the
-caller is known from then on by its sha256 only. With none configured every request belongs to one
-local owner, and the app answers loopback clients only (:mod:`service.loopback`).
+With API keys configured (``settings.api_keys``) every request needs ``Authorization: Bearer <key>``
+(:mod:`service.auth`) and the caller is known by the key's sha256 only. With none configured every
+request belongs to one local owner, and the app answers loopback clients only (:mod:`service.loopback`).
 """
 
-import hashlib
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -17,13 +14,11 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.auth import owner_for
 from service.context import ServiceContext
 from service.datasets import find_dataset
 from service.lesion_sets import find_lesion_set
 from service.store import DatasetRecord, LesionSetRecord
-
-LOCAL_OWNER = "local"
-"""The owner of every record when no API key is configured."""
 
 bearer = HTTPBearer(auto_error=False, description="One of the service's API keys (MRISYNTH_API_KEYS)")
 
@@ -60,33 +55,12 @@ def reject_unknown_query(request: Request) -> None:
         )
 
 
-def owner_of(api_key: str) -> str:
-    """The owner id of an API key: its sha256 (hex), so that records never hold the key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
-def _unauthorized(why: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, f"Authorization: {why}", {"WWW-Authenticate": "Bearer"}
-    )
-
-
 def get_owner(
     context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str:
-    """The caller's owner id; 401 without a valid bearer token when keys are configured."""
-    keys = context.settings.api_keys
-    if not keys:
-        return LOCAL_OWNER
-    if credentials is None:
-        raise _unauthorized("a bearer token is required: Authorization: Bearer <API key>")
-    token = credentials.credentials.encode()
-    valid = False
-    for key in keys:
-        valid |= hmac.compare_digest(token, key.encode())
-    if not valid:
-        raise _unauthorized("the bearer token is not an API key of this service")
-    return owner_of(credentials.credentials)
+    """The caller's owner id (:func:`service.auth.owner_for`); 401 without a valid bearer token when
+    keys are configured."""
+    return owner_for(context.settings, credentials.credentials if credentials is not None else None)
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]

@@ -54,13 +54,19 @@ def get_dataset(context: ContextDep, record: OwnDatasetDep) -> DatasetPublic:
     responses={
         200: {"content": {"application/zip": {}}, "description": "The whole zip"},
         206: {"content": {"application/zip": {}}, "description": "The requested byte range"},
+        304: {"description": "The zip the If-None-Match names: not sent again"},
         **errors(401, 404, 409),
         416: {"content": {"text/plain": {}}, "description": "Range not satisfiable"},
     },
 )
-def download_dataset(context: ContextDep, record: OwnDatasetDep) -> FileResponse:
+def download_dataset(
+    context: ContextDep,
+    record: OwnDatasetDep,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
     """The finished zip, streamed; ``Range: bytes=a-b`` / ``bytes=a-`` answer 206 with that part, so a
-    broken download resumes. ``ETag`` and ``X-Content-SHA256`` carry the whole zip's sha256."""
+    broken download resumes. ``ETag`` and ``X-Content-SHA256`` carry the whole zip's sha256; an
+    ``If-None-Match`` that names it (or ``*``) answers 304 without the body."""
     if record.state != "finished" or record.sha256 is None:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -73,13 +79,18 @@ def download_dataset(context: ContextDep, record: OwnDatasetDep) -> FileResponse
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"dataset_id: the bundle of {record.id!r} was removed"
         ) from None
+    headers = {"ETag": f'"{record.sha256}"', "X-Content-SHA256": record.sha256}
+    if if_none_match is not None and _matches(if_none_match, headers["ETag"]):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return FileResponse(
-        path,
-        media_type="application/zip",
-        filename=path.name,
-        headers={"ETag": f'"{record.sha256}"', "X-Content-SHA256": record.sha256},
-        stat_result=stat,
+        path, media_type="application/zip", filename=path.name, headers=headers, stat_result=stat
     )
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weak or strong) or is ``*``."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404))
