@@ -159,6 +159,19 @@ def dataset(settings: Settings, workers: Workers) -> list[dict[str, np.ndarray]]
     return _read(bundle_path(settings, "sixteen"))
 
 
+def test_the_manifest_records_one_voxel_size(
+    settings: Settings, dataset: list[dict[str, np.ndarray]]
+) -> None:
+    """The request in the manifest carries the bundle's real voxel size, the artifacts', as the files do."""
+    with zipfile.ZipFile(bundle_path(settings, "sixteen")) as bundle:
+        manifest = json.loads(bundle.read("manifest.json"))
+        name = manifest["cases"][0]["files"]["t1"]
+        zooms = nib.Nifti1Image.from_bytes(gzip.decompress(bundle.read(name))).header.get_zooms()
+    artifacts = json.loads((settings.artifacts_dir / "manifest.json").read_text())["voxel_size_mm"]
+    assert manifest["request"]["bundle"]["voxel_size_mm"] == manifest["voxel_size_mm"] == artifacts
+    assert [float(z) for z in zooms] == artifacts
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float((a * b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 

@@ -81,12 +81,14 @@ class DatasetSpec(BaseModel):
 
 
 def open_bundle(out: Path, spec: DatasetSpec, manifest: Manifest) -> BundleWriter:
-    """A bundle writer for the spec's samples: its modalities, the artifacts' voxel size and hashes."""
+    """A bundle writer for the spec's samples: its modalities, the artifacts' voxel size and hashes; the
+    request it records is the spec with those bundle options (not the defaults the client sent)."""
     options = dataclasses.replace(
         spec.bundle, modalities=spec.request.modalities, voxel_size_mm=manifest.voxel_size_mm
     )
     hashes = {name: entry.sha256 for name, entry in manifest.files().items()}
-    return BundleWriter(out, options, request=spec.model_dump(mode="json"), seed=spec.seed, artifacts=hashes)
+    request = spec.model_copy(update={"bundle": options}).model_dump(mode="json")
+    return BundleWriter(out, options, request=request, seed=spec.seed, artifacts=hashes)
 
 
 def dataset_dir(settings: Settings, dataset_id: str) -> Path:
