@@ -13,6 +13,7 @@ import hmac
 
 from fastapi import HTTPException, status
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -56,9 +57,10 @@ def owner_for(settings: Settings, token: str | None) -> str:
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, else None."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    """The token of an ``Authorization: Bearer <token>`` header, else None; parsed as FastAPI's
+    ``HTTPBearer`` does for :func:`service.api.deps.get_owner`."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if scheme.lower() == "bearer" and token else None
 
 
 class KeyRequired:

@@ -143,14 +143,15 @@ def synthesis_queues(connection: Redis, settings: Settings | None = None) -> lis
 
 
 def live_workers(connection: Redis, settings: Settings | None = None) -> int:
-    """Workers on this deployment's queues whose last heartbeat is within their ttl (a worker killed
-    with ``kill -9`` stops counting once its heartbeat is that old)."""
+    """Workers of this deployment (every one listens on the base queue, :func:`synthesis_queues`) whose
+    last heartbeat is within their ttl (a worker killed with ``kill -9`` stops counting once its
+    heartbeat is that old)."""
     settings = settings or get_settings()
     now = datetime.now(UTC)
     live = 0
     for worker in Worker.all(connection=connection, serializer=JSONSerializer):
         beat = worker.last_heartbeat
-        if beat is None or settings.queue not in {name.split(".")[0] for name in worker.queue_names()}:
+        if beat is None or settings.queue not in worker.queue_names():
             continue
         if now - beat.replace(tzinfo=beat.tzinfo or UTC) <= timedelta(seconds=worker_ttl_s(settings)):
             live += 1

@@ -64,14 +64,15 @@ class SynthesisWorker(Worker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """RQ's dequeue, blocking at most ``QUEUE_REFRESH_S`` at a time between reads of the queues
-        (``timeout`` None, RQ's burst mode: one look at each queue)."""
-        while True:
+        """RQ's dequeue, blocking at most ``QUEUE_REFRESH_S`` at a time between reads of the queues.
+        RQ's burst mode (``timeout`` None: one look at each queue) and a ``max_idle_time`` (RQ's own
+        count of idle time) get RQ's dequeue as it is, after one read of the queues."""
+        self.refresh_queues()
+        if timeout is None or max_idle_time is not None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while (result := super().dequeue_job_and_maintain_ttl(timeout, QUEUE_REFRESH_S)) is None:
             self.refresh_queues()
-            wait = QUEUE_REFRESH_S if max_idle_time is None else min(QUEUE_REFRESH_S, max_idle_time)
-            result = super().dequeue_job_and_maintain_ttl(timeout, wait)
-            if result is not None or timeout is None or max_idle_time is not None:
-                return result
+        return result
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Seconds until the job's next heartbeat is due, plus the grace."""
