@@ -12,6 +12,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY mrisynth mrisynth
 COPY worker worker
 COPY service service
+COPY cli cli
 RUN pip install -c constraints.txt ".[service]"
 
 # Same uid as the worker image: both write the shared data volume.

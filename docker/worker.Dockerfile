@@ -16,6 +16,7 @@ WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
 COPY mrisynth mrisynth
 COPY worker worker
+COPY cli cli
 RUN uv pip install -c constraints.txt ".[gpu]"
 
 # Same uid as the api image: both write the shared data volume.

@@ -25,39 +25,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from models.presets import Preset
 from mrisynth.brats import SliceCache, build_slice_cache
-from mrisynth.conventions import MODALITIES, VOXEL_SIZE_MM, standardize
+from mrisynth.brats.slices import resize_image, resize_label
+from mrisynth.conventions import MODALITIES, VOXEL_SIZE_MM
 from mrisynth.structure import brain_mask, remove_lesion, structural_feature_map
 
 logger = logging.getLogger(__name__)
 
 LABEL_DRAWS = 20
 """Draws from the lesion library before falling back to the sample's own label."""
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """One standardized slice (H, W) -> (size, size), INTER_AREA, background kept exact, re-standardized."""
-    if image.shape == (size, size):
-        return image.astype(np.float32)
-    background = image.min()
-    resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    is_background = (image == background).astype(np.float32)
-    wholly_background = cv2.resize(is_background, (size, size), interpolation=cv2.INTER_AREA) > 1.0 - 1e-4
-    resized[wholly_background] = background
-    return standardize(resized)
-
-
-def resize_label(label: np.ndarray, size: int) -> np.ndarray:
-    """One label slice (H, W) -> uint8 (size, size), INTER_NEAREST."""
-    if label.shape == (size, size):
-        return label.astype(np.uint8)
-    return cv2.resize(label.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 @dataclass(frozen=True, eq=False)

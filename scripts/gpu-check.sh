@@ -17,17 +17,17 @@ export TQDM_MININTERVAL=30 PYTHONUNBUFFERED=1
 stamp() { echo "== $(date +%T) (+${SECONDS}s) $*"; }
 
 stamp "GPU: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)"
-python3 -m mrisynth phantom --out "$work/phantom" --cases "${CASES:-12}" --seed 0 || exit 1
+python3 -m cli phantom --out "$work/phantom" --cases "${CASES:-12}" --seed 0 || exit 1
 stamp "phantom written"
 python3 -m models.benchmark --data "$work/phantom" --cache "$work/cache240" --preset "${BENCH_PRESET:-paper}" \
     --batch-sizes 1 8 32 --steps 5 --warmup 2 > "$out/paper-benchmark.log" 2>&1
 stamp "benchmark done"; grep -v -i warn "$out/paper-benchmark.log"
 
 run="$work/demo"
-python3 -m mrisynth train --data "$work/phantom" --out "$run" --preset "${PRESET:-demo}" --seed 0 --threads 4 \
+python3 -m cli train --data "$work/phantom" --out "$run" --preset "${PRESET:-demo}" --seed 0 --threads 4 \
     > "$out/train.log" 2>&1 || exit 1
 stamp "trained"
-python3 -m mrisynth export "$run" --out "$run/artifacts" >> "$out/train.log" 2>&1 || exit 1
+python3 -m cli export "$run" --out "$run/artifacts" >> "$out/train.log" 2>&1 || exit 1
 tar czf "$out/demo.tgz" -C "$run" run.json losses.csv artifacts
 stamp "exported"
 for dice in 0.95 0.9 0.8; do

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ def dataset_request(
     layout: str | None = None,
     dice: float | None = None,
     structure_mae: float | None = None,
+    bundle: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /datasets``; options left None are left to the server's defaults.
 
@@ -53,6 +54,8 @@ def dataset_request(
         layout: ``"brats"``, ``"brats2023"`` or ``"nnunet"``; None: the server's default.
         dice: lesion-filter Dice threshold in [0, 1]; None: the artifacts' default.
         structure_mae: Algorithm 3 MAE threshold in [0, 1]; None: the artifacts' default.
+        bundle: bundle naming fields (``case_prefix``, ``nnunet_dataset_id``, ``nnunet_dataset_name``);
+            those None are left out.
 
     Returns:
         The request body.
@@ -62,6 +65,7 @@ def dataset_request(
         request["seed"] = seed
     if layout is not None:
         request["layout"] = layout
+    request |= {name: value for name, value in (bundle or {}).items() if value is not None}
     thresholds = {
         name: value for name, value in (("dice", dice), ("structure_mae", structure_mae)) if value is not None
     }

@@ -63,7 +63,7 @@ PID_FILE = "serve-children.json"
 REDIS = "redis-server"
 """The private Redis' name in the log and the pid file."""
 
-WORKER_COMMAND = (sys.executable, "-m", "mrisynth", "worker")
+WORKER_COMMAND = (sys.executable, "-m", "cli", "worker")
 """A worker's command line; its settings come from the environment."""
 
 
@@ -254,7 +254,7 @@ def _stop_workers(processes: list[subprocess.Popen]) -> None:
 
 @contextmanager
 def worker_processes(count: int, environment: dict[str, str]) -> Iterator[list[subprocess.Popen]]:
-    """``count`` unsupervised ``python -m mrisynth worker`` processes with ``environment``, stopped on exit.
+    """``count`` unsupervised ``python -m cli worker`` processes with ``environment``, stopped on exit.
 
     Yields:
         The worker processes.

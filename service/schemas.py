@@ -9,9 +9,10 @@ bodies are validated strictly (JSON types as the schema says: no ``0`` for false
 from datetime import datetime
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
-from worker.bundle_layout import BundleLayout
+from worker.bundle_layout import CASE_PREFIX_PATTERN, BundleLayout, BundleOptions
+from worker.nnunet import NNUNET_NAME_PATTERN, nnunet_dataset
 from worker.request import LesionControls, RequestThresholds
 
 Modality = Literal["t1", "t1ce", "t2", "flair"]
@@ -51,6 +52,13 @@ class DatasetCreate(BaseModel):
         seed: 0 to 2**32 - 1; same seed, model and request, same samples. Default: a random seed,
             reported back.
         layout: file layout of the bundle: ``brats`` (default), ``brats2023`` or ``nnunet``.
+        case_prefix: prefix of the case ids: a letter, then up to 31 letters, digits or ``-`` (e.g.
+            ``BraTS-GLI`` for loaders that select BraTS 2023 cases by it); default null, the layout's
+            (``BraTSSyn``, ``BraTS-SYN``), which says the data is synthetic.
+        nnunet_dataset_id: the ``nnunet`` layout's dataset id, 1-999 (folder ``Dataset<id>_<name>``);
+            default 901. Only with ``layout`` ``nnunet``.
+        nnunet_dataset_name: the ``nnunet`` layout's dataset name: letters, digits, ``_`` and ``-``;
+            default ``MRISynth``. Only with ``layout`` ``nnunet``.
         previews: also put a PNG preview per sample in the bundle; default false.
         thresholds: the quality filters (Algorithm 3's structure MAE, the lesion Dice); null takes the
             model's.
@@ -66,6 +74,9 @@ class DatasetCreate(BaseModel):
     lesion_source: str = Field(default="library", min_length=1, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     layout: BundleLayout = Field(default=BundleLayout.BRATS, strict=False)
+    case_prefix: str | None = Field(default=None, pattern=CASE_PREFIX_PATTERN)
+    nnunet_dataset_id: int | None = Field(default=None, ge=1, le=999)
+    nnunet_dataset_name: str | None = Field(default=None, pattern=NNUNET_NAME_PATTERN, max_length=64)
     previews: bool = False
     thresholds: ThresholdsBody = ThresholdsBody()
     lesion: LesionBody = LesionBody()
@@ -76,6 +87,25 @@ class DatasetCreate(BaseModel):
         if len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must not repeat, got {modalities}")
         return modalities
+
+    @model_validator(mode="after")
+    def _nnunet_fields_need_nnunet(self) -> "DatasetCreate":
+        fields = ("nnunet_dataset_id", "nnunet_dataset_name")
+        given = [name for name in fields if getattr(self, name) is not None]
+        if given and self.layout != BundleLayout.NNUNET:
+            names = " and ".join(given)
+            raise ValueError(f"{names} apply to layout 'nnunet' only, not '{self.layout.value}'")
+        return self
+
+    def bundle_options(self) -> BundleOptions:
+        """The bundle options the request asks for (with the structural maps and brain masks)."""
+        return BundleOptions(
+            layout=self.layout,
+            extras=True,
+            previews=self.previews,
+            nnunet=nnunet_dataset(self.nnunet_dataset_id, self.nnunet_dataset_name),
+            case_prefix=self.case_prefix,
+        )
 
 
 class DatasetCreated(BaseModel):

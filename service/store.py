@@ -25,7 +25,6 @@ from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from service.schemas import DatasetCreate, DatasetState, LesionSetPublic, Progress
-from worker.bundle_layout import BundleOptions
 from worker.jobs import DatasetSpec, assembly_job_id, chunk_job_id
 from worker.request import LesionSourceName, SynthesisRequest
 
@@ -84,7 +83,7 @@ class DatasetRecord(BaseModel):
                 thresholds=asked.thresholds,
                 lesion=asked.lesion,
             ),
-            bundle=BundleOptions(layout=asked.layout, extras=True, previews=asked.previews),
+            bundle=asked.bundle_options(),
             chunk_size=self.chunk_size,
         )
 

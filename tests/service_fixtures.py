@@ -118,7 +118,7 @@ class Api(Child):
 
 def start_worker(settings: Settings) -> Child:
     """A real ``mrisynth worker`` on the settings' Redis and queue."""
-    return Child([sys.executable, "-m", "mrisynth", "worker"], settings)
+    return Child([sys.executable, "-m", "cli", "worker"], settings)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""The bundle zip (issue 4): layouts, file contents, nnU-Net dataset.json, determinism, cleanup, memory.
+"""The bundle zip (issues 4, 14): layouts, file contents, datalists, nnU-Net dataset.json, determinism,
+cleanup, memory.
 
 Samples are hand-made arrays (the pipeline is not imported): 32x32 by default, every label value present.
 """
@@ -6,9 +7,8 @@ Samples are hand-made arrays (the pipeline is not imported): 32x32 by default, e
 import json
 import tracemalloc
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from mrisynth.brats import find_cases, load_case
 from mrisynth.conventions import LABELS, MODALITIES
 from worker.bundle import MANIFEST_NAME, BundleWriter, read_manifest, read_nifti
-from worker.bundle_layout import BundleLayout, BundleOptions, case_id
+from worker.bundle_layout import BundleLayout, BundleOptions, PlainSample, case_files, case_id
 from worker.nnunet import NnunetDataset
 
 SHAPE = (32, 32)
@@ -36,14 +36,14 @@ FILE_LABELS: dict[BundleLayout, dict[int, int]] = {
 CASE0_FILES: dict[BundleLayout, set[str]] = {
     BundleLayout.BRATS: {
         *(f"BraTSSyn_00000/BraTSSyn_00000_{key}.nii.gz" for key in (*MODALITIES, "seg")),
-        "BraTSSyn_00000/BraTSSyn_00000_structure.nii.gz",
-        "BraTSSyn_00000/BraTSSyn_00000_brainmask.nii.gz",
+        "extras/BraTSSyn_00000_structure.nii.gz",
+        "extras/BraTSSyn_00000_brainmask.nii.gz",
     },
     BundleLayout.BRATS2023: {
         *(f"BraTS-SYN-00000-000/BraTS-SYN-00000-000-{key}.nii.gz" for key in ("t1n", "t1c", "t2w", "t2f")),
         "BraTS-SYN-00000-000/BraTS-SYN-00000-000-seg.nii.gz",
-        "BraTS-SYN-00000-000/BraTS-SYN-00000-000-structure.nii.gz",
-        "BraTS-SYN-00000-000/BraTS-SYN-00000-000-brainmask.nii.gz",
+        "extras/BraTS-SYN-00000-000_structure.nii.gz",
+        "extras/BraTS-SYN-00000-000_brainmask.nii.gz",
     },
     BundleLayout.NNUNET: {
         *(f"Dataset901_MRISynth/imagesTr/BraTSSyn_00000_{i:04d}.nii.gz" for i in range(4)),
@@ -54,17 +54,6 @@ CASE0_FILES: dict[BundleLayout, set[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Sample:
-    """Stands for the pipeline's ``Sample``: the attributes `worker.bundle_layout.BundleSample` reads."""
-
-    images: dict[str, np.ndarray]
-    label: np.ndarray
-    f: np.ndarray
-    brain_mask: np.ndarray
-    scores: dict[str, Any] | BaseModel = field(default_factory=dict)
-
-
 class Scores(BaseModel):
     """Scores as a pydantic model, as the pipeline's draft ``SampleScores``."""
 
@@ -72,7 +61,7 @@ class Scores(BaseModel):
     mean_dice: float
 
 
-def _sample(seed: int, shape: tuple[int, int] = SHAPE) -> Sample:
+def _sample(seed: int, shape: tuple[int, int] = SHAPE) -> PlainSample:
     rng = np.random.default_rng(seed)
     images = {m: (rng.normal(size=shape) + 3 * i).astype(np.float32) for i, m in enumerate(MODALITIES)}
     label = rng.choice(np.array(LABELS, np.uint8), size=shape)
@@ -80,20 +69,20 @@ def _sample(seed: int, shape: tuple[int, int] = SHAPE) -> Sample:
     brain_mask = np.zeros(shape, np.float32)
     brain_mask[2:-2, 3:-3] = 1.0
     scores = {"dice": {"flair": 0.9 + seed / 100}, "structure_mae": 0.01 * seed, "kept": seed % 2 == 0}
-    return Sample(images, label, structure, brain_mask, scores)
+    return PlainSample(images, label, structure, brain_mask, scores)
 
 
-def _smooth_sample(seed: int, shape: tuple[int, int]) -> Sample:
+def _smooth_sample(seed: int, shape: tuple[int, int]) -> PlainSample:
     """A sample of smooth images and a round lesion: as large as a real one, quick to compress."""
     rows, cols = np.mgrid[: shape[0], : shape[1]].astype(np.float32) / max(shape)
     images = {m: np.sin(6 * rows * (i + 1) + cols + seed) for i, m in enumerate(MODALITIES)}
     radius = np.hypot(rows - 0.5, cols - 0.5)
     label = np.select([radius < 0.05, radius < 0.1, radius < 0.2], [1, 4, 2], 0).astype(np.uint8)
     structure = (radius < 0.4).astype(np.float32)
-    return Sample(images, label, structure, structure, {"seed": seed})
+    return PlainSample(images, label, structure, structure, {"seed": seed})
 
 
-def _write(out: Path, options: BundleOptions, samples: list[Sample], seed: int = 7) -> Path:
+def _write(out: Path, options: BundleOptions, samples: list[PlainSample], seed: int = 7) -> Path:
     with BundleWriter(out, options, request=REQUEST, seed=seed, artifacts=ARTIFACTS) as bundle:
         for sample in samples:
             bundle.add(sample)
@@ -126,17 +115,22 @@ def test_layout_names_dtypes_geometry_and_values(layout: BundleLayout, tmp_path:
             assert info.compress_type == (zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
         assert zf.infolist()[-1].filename == MANIFEST_NAME
         cases = manifest["cases"]
-        assert [c["case_id"] for c in cases] == [case_id(layout, i) for i in range(3)]
+        assert [c["case_id"] for c in cases] == [case_id(_full(layout), i) for i in range(3)]
         listed = {MANIFEST_NAME, "montage.png"} | {name for c in cases for name in c["files"].values()}
-        if layout == BundleLayout.NNUNET:
-            listed.add("Dataset901_MRISynth/dataset.json")
+        listed.add("Dataset901_MRISynth/dataset.json" if layout == BundleLayout.NNUNET else "datalist.json")
         per_case = 4 + 1 + 2 + 1  # modalities, seg, extras, preview
-        assert listed == names and len(names) == 3 * per_case + (3 if layout == BundleLayout.NNUNET else 2)
+        assert listed == names and len(names) == 3 * per_case + 3
+        if layout != BundleLayout.NNUNET:  # a case folder holds exactly its layout's five files
+            case_folders = {name.split("/")[0] for name in names if "/" in name} - {"extras", "previews"}
+            assert case_folders == {c["case_id"] for c in cases}
+            for case in cases:
+                assert len([n for n in names if n.startswith(case["case_id"] + "/")]) == 5
         file_shape = SHAPE if layout == BundleLayout.NNUNET else (*SHAPE, 1)
         for sample, case in zip(samples, cases, strict=True):
             files = case["files"]
             assert case["scores"] == sample.scores
-            expected = {m: sample.images[m] for m in MODALITIES} | {
+            brain = sample.brain_mask > 0
+            expected = {m: np.where(brain, sample.images[m], 0) for m in MODALITIES} | {
                 "structure": sample.f,
                 "brainmask": sample.brain_mask,
             }
@@ -169,6 +163,40 @@ def test_layout_names_dtypes_geometry_and_values(layout: BundleLayout, tmp_path:
     assert manifest["layout"] == layout.value and manifest["format_version"] == 1
     assert (manifest["image_size"], manifest["voxel_size_mm"]) == ([32, 32], list(VOXEL))
     assert manifest["modalities"] == list(MODALITIES) and manifest["montage"] == "montage.png"
+    enhancing = {"brats": "ET = 4", "brats2023": "ET = 3", "nnunet": "3 enhancing"}
+    assert enhancing[layout.value] in manifest["label_convention"]
+    assert manifest["case_prefix"] == cases[0]["case_id"].removesuffix("_00000").removesuffix("-00000-000")
+
+
+@pytest.mark.parametrize("layout", [BundleLayout.BRATS, BundleLayout.BRATS2023])
+def test_brats_layouts_hold_a_monai_datalist_of_their_cases(layout: BundleLayout, tmp_path: Path) -> None:
+    options = replace(_full(layout), modalities=("flair", "t1ce"), case_prefix="BraTS-GLI")
+    samples = [_sample(i) for i in range(7)]
+    with zipfile.ZipFile(_write(tmp_path / "bundle.zip", options, samples)) as zf:
+        datalist = json.loads(zf.read("datalist.json"))
+        names = set(zf.namelist())
+        manifest = read_manifest(zf)
+    assert manifest["datalist"] == "datalist.json"
+    cases = [c["case_id"] for c in manifest["cases"]]
+    assert all(case.startswith("BraTS-GLI") for case in cases)
+    assert datalist["numTraining"] == 7 and datalist["modality"] == {"0": "t1ce", "1": "flair"}
+    assert [entry["fold"] for entry in datalist["training"]] == [0, 1, 2, 3, 4, 0, 1]
+    for case, entry in zip(cases, datalist["training"], strict=True):
+        files = case_files(options, case)
+        assert entry["image"] == [files["t1ce"], files["flair"]] and entry["label"] == files["seg"]
+        assert {*entry["image"], entry["label"]} <= names
+
+
+def test_background_is_exactly_zero_outside_the_brain_mask(tmp_path: Path) -> None:
+    sample = _sample(0)
+    with zipfile.ZipFile(_write(tmp_path / "bundle.zip", BundleOptions(extras=True), [sample])) as zf:
+        files = read_manifest(zf)["cases"][0]["files"]
+        mask = np.asarray(read_nifti(zf, files["brainmask"]).dataobj)[:, :, 0]
+        for modality in MODALITIES:
+            image = np.asarray(read_nifti(zf, files[modality]).dataobj)[:, :, 0]
+            assert (image[mask == 0] == 0).all()
+            np.testing.assert_array_equal(image[mask == 1], sample.images[modality][mask == 1])
+    assert (mask == 0).any() and sample.images["t1"][mask == 0].min() < 0
 
 
 def test_nnunet_dataset_json_matches_the_files(tmp_path: Path) -> None:
@@ -182,8 +210,9 @@ def test_nnunet_dataset_json_matches_the_files(tmp_path: Path) -> None:
         labels = [n for n in names if n.startswith("Dataset042_Synth-Brain/labelsTr/")]
         t1 = read_nifti(zf, "Dataset042_Synth-Brain/imagesTr/BraTSSyn_00002_0000.nii.gz")
         flair = read_nifti(zf, "Dataset042_Synth-Brain/imagesTr/BraTSSyn_00002_0001.nii.gz")
-        np.testing.assert_array_equal(np.asarray(t1.dataobj), samples[2].images["t1"])
-        np.testing.assert_array_equal(np.asarray(flair.dataobj), samples[2].images["flair"])
+        brain, arrays = samples[2].brain_mask > 0, samples[2].images
+        np.testing.assert_array_equal(np.asarray(t1.dataobj), np.where(brain, arrays["t1"], 0))
+        np.testing.assert_array_equal(np.asarray(flair.dataobj), np.where(brain, arrays["flair"], 0))
         assert read_manifest(zf)["nnunet"]["dataset"] == "Dataset042_Synth-Brain"
     assert list(ordered["labels"]) == ["background", "whole tumor", "tumor core", "enhancing tumor"]
     assert ordered == {
@@ -223,12 +252,13 @@ def test_brats_bundles_read_back_with_find_cases(layout: BundleLayout, tmp_path:
     with zipfile.ZipFile(_write(tmp_path / "bundle.zip", _full(layout), samples)) as zf:
         zf.extractall(tmp_path / "data")
     cases = find_cases(tmp_path / "data")
-    assert [c.case_id for c in cases] == [case_id(layout, i) for i in range(3)]
+    assert [c.case_id for c in cases] == [case_id(_full(layout), i) for i in range(3)]
     for sample, case in zip(samples, cases, strict=True):
         volume = load_case(case)
         assert volume.label is not None
         np.testing.assert_array_equal(volume.label[:, :, 0], sample.label)
-        np.testing.assert_array_equal(volume.images["t2"][:, :, 0], sample.images["t2"])
+        t2 = np.where(sample.brain_mask > 0, sample.images["t2"], 0)
+        np.testing.assert_array_equal(volume.images["t2"][:, :, 0], t2)
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
@@ -308,7 +338,7 @@ def test_a_refused_sample_writes_nothing_and_the_bundle_goes_on(tmp_path: Path) 
         cases = read_manifest(zf)["cases"]
         assert [c["case_id"] for c in cases] == ["BraTSSyn_00000", "BraTSSyn_00001"]
         assert cases[1]["scores"] == {"dice": {"flair": 0.97}, "mean_dice": 0.97}
-        assert len(zf.namelist()) == 2 * 5 + 1
+        assert len(zf.namelist()) == 2 * 5 + 2  # and the datalist, the manifest
 
 
 def test_existing_bundles_are_never_overwritten(tmp_path: Path) -> None:
@@ -330,17 +360,19 @@ def test_bad_options_and_provenance_are_refused(tmp_path: Path) -> None:
         NnunetDataset(1000)
     with pytest.raises(ValueError, match="name"):
         NnunetDataset(name="My Dataset")
+    for prefix in ("", "1BraTS", "BraTS_Syn", "BraTS/../x", "B" * 33):
+        with pytest.raises(ValueError, match="case_prefix"):
+            BundleOptions(case_prefix=prefix)
     with pytest.raises(ValueError, match="sha256"):
         BundleWriter(tmp_path / "a.zip", request=REQUEST, seed=0, artifacts={"DC.onnx": "ABC"})
     with pytest.raises(ValueError, match="request must be JSON-serializable"):
         BundleWriter(tmp_path / "a.zip", request={"path": tmp_path}, seed=0, artifacts=ARTIFACTS)
     assert list(tmp_path.iterdir()) == []
-    assert (case_id(BundleLayout.BRATS, 12), case_id(BundleLayout.BRATS2023, 12)) == (
-        "BraTSSyn_00012",
-        "BraTS-SYN-00012-000",
-    )
+    brats, brats2023 = BundleOptions(), BundleOptions(BundleLayout.BRATS2023)
+    assert (case_id(brats, 12), case_id(brats2023, 12)) == ("BraTSSyn_00012", "BraTS-SYN-00012-000")
+    assert case_id(replace(brats2023, case_prefix="BraTS-GLI"), 3) == "BraTS-GLI-00003-000"
     with pytest.raises(ValueError, match="0-99999"):
-        case_id(BundleLayout.NNUNET, 100_000)
+        case_id(BundleOptions(BundleLayout.NNUNET), 100_000)
 
 
 def test_memory_stays_bounded_by_a_sample(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import yaml
 from redis import Redis
 from rq import Worker
 
-from mrisynth.cli import _parser
+from cli.main import build_parser
 from mrisynth.settings import Settings
 from worker.jobs import dataset_queue
 
@@ -78,8 +78,8 @@ def _check_command(argv: list[str]) -> None:
         assert callable(getattr(importlib.import_module(module), attribute)), argv
         assert "--factory" in argv, "create_app is a factory"
     else:
-        assert PYPROJECT["project"]["scripts"].get(argv[0]) == "mrisynth.cli:main", argv
-        _parser().parse_args(argv[1:])
+        assert PYPROJECT["project"]["scripts"].get(argv[0]) == "cli.main:main", argv
+        build_parser().parse_args(argv[1:])
 
 
 def test_build_contexts_and_dockerfiles_exist(services: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.main import main
 from models.evaluation.augmentation import AugmentationConfig, augment_slice
 from models.evaluation.metrics import (
     dice,
@@ -39,7 +40,6 @@ from models.evaluation.swd import (
 )
 from models.evaluation.table1 import FILTER_THRESHOLDS, filter_pass_rates, segment
 from models.evaluation.table2 import Table2Data, amount_count, phases, required_samples
-from mrisynth.cli import main
 from mrisynth.conventions import LABELS, MODALITIES
 from mrisynth.structure import structural_feature_map
 from worker.sessions import Synthesizer

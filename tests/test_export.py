@@ -16,9 +16,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from cli.main import main
 from models.export import RunInfo, export_run
 from models.export_onnx import ExportSpec, ParityError, check_parity, export_network, worker_networks
 from models.networks import LESION_VARIANTS, NetworkConfig, define_networks
+from models.onnx_benchmark import PIPELINE_NETWORKS, torch_ratio_lines
 from mrisynth.artifacts import (
     MANIFEST_NAME,
     NETWORK_IO,
@@ -28,8 +30,8 @@ from mrisynth.artifacts import (
     sha256_file,
     verify_artifacts,
 )
-from mrisynth.cli import main
 from mrisynth.conventions import LABELS, MODALITIES
+from worker.sessions import Synthesizer
 
 SIZE = 32
 NGF = 4
@@ -106,6 +108,17 @@ def test_onnx_networks_match_torch_with_documented_names(exported: tuple[Path, n
             assert value.type.tensor_type.shape.dim[0].dim_param  # symbolic batch
         assert all(not tensor.external_data for tensor in model.graph.initializer)
         assert "Dropout" not in {node.op_type for node in model.graph.node}
+
+
+def test_onnx_benchmark_times_every_pipeline_network(
+    exported: tuple[Path, nn.ModuleDict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    directory, _ = exported
+    lines = torch_ratio_lines(Synthesizer.load(directory), directory.parent / "run", [1, 2], repeats=1)
+    rows = [line.split() for line in lines[3:]]
+    assert [row[:2] for row in rows] == [[name, str(b)] for name in PIPELINE_NETWORKS for b in (1, 2)]
+    assert all(float(cell) >= 0 for row in rows for cell in row[2:])
 
 
 def test_onnx_shapes_follow_the_contract(exported: tuple[Path, nn.ModuleDict]) -> None:

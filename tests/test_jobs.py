@@ -18,7 +18,7 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from mrisynth.cli import main
+from cli.main import main
 from mrisynth.conventions import LABELS, MODALITIES
 from mrisynth.settings import DEMO_ARTIFACTS, Settings
 from mrisynth.structure import structural_feature_map
@@ -62,7 +62,7 @@ class Workers:
 
     def start(self) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mrisynth", "worker"], env=self.env, start_new_session=True
+            [sys.executable, "-m", "cli", "worker"], env=self.env, start_new_session=True
         )
         self.processes.append(process)
         return process
@@ -143,8 +143,10 @@ def _read(path: Path) -> list[dict[str, np.ndarray]]:
         manifest = json.loads(bundle.read("manifest.json"))
         keys = (*MODALITIES, "seg", "structure", "brainmask")
         for case in manifest["cases"]:
+            case_id = case["case_id"]
             assert [case["files"][key] for key in keys] == [
-                f"{case['case_id']}/{case['case_id']}_{key}.nii.gz" for key in keys
+                *(f"{case_id}/{case_id}_{key}.nii.gz" for key in (*MODALITIES, "seg")),
+                *(f"extras/{case_id}_{key}.nii.gz" for key in ("structure", "brainmask")),
             ]
         return [{key: _nifti(bundle, case["files"][key]) for key in keys} for case in manifest["cases"]]
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import descendant_pids, free_port
 
-from mrisynth.cli import main
+from cli.main import main
 from mrisynth.settings import get_settings
 from service.client import GenerateError, download, error_detail, generate, idempotency_key
 from service.embedded import LOCK_FILE, PID_FILE
@@ -54,7 +54,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmpdir, log, data_dir = directory / "tmp", directory / "serve.log", directory / "data"
     tmpdir.mkdir()
     port = free_port()
-    command = [sys.executable, "-m", "mrisynth", "serve", "--port", str(port), "--workers", "1"]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "1"]
     with log.open("w") as output:
         process = subprocess.Popen(
             [*command, "--data-dir", str(data_dir)],
@@ -90,7 +90,7 @@ def _ready(url: str, path: str = "/readyz") -> bool:
 
 
 def _generate(url: str, out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "mrisynth", "generate", "--server", url, "--out", str(out), *arguments]
+    command = [sys.executable, "-m", "cli", "generate", "--server", url, "--out", str(out), *arguments]
     return subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=120)
 
 
@@ -216,7 +216,7 @@ def test_with_redis_url_serve_is_the_gateway_only(redis_url: str, tmp_path: Path
     )
     with log.open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mrisynth", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -66,7 +66,7 @@ class Serve:
         self.url = f"http://127.0.0.1:{port}"
         unset = ("REDIS_URL", "MRISYNTH_REDIS_URL", "MRISYNTH_API_KEYS", "MRISYNTH_DATA_DIR")
         environment = {k: v for k, v in os.environ.items() if k not in unset}
-        command = [sys.executable, "-m", "mrisynth", "serve", "--port", str(port), "--data-dir", data_dir]
+        command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--data-dir", data_dir]
         with log.open("a") as output:
             self.process = subprocess.Popen(
                 command,
@@ -213,7 +213,7 @@ def reference(served: Serve) -> tuple[str, bytes]:
 
 
 def test_a_second_serve_on_the_same_data_dir_is_refused(served: Serve) -> None:
-    command = [sys.executable, "-m", "mrisynth", "serve", "--port", str(free_port())]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(free_port())]
     result = subprocess.run(
         [*command, "--data-dir", str(served.data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )

@@ -5,7 +5,9 @@ service removes every bundle older than 2 s, comes last.
 """
 
 import hashlib
+import io
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,6 +141,11 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
     ({"n": 1, "lesion": {"scale": [2.0, 1.0]}}, 422, "lesion.scale"),
     ({"n": 1, "lesion": {"count": 9}}, 422, "lesion.count"),
     ({"n": 1, "layout": "nifti"}, 422, "layout"),
+    ({"n": 1, "case_prefix": "../BraTS"}, 422, "case_prefix"),
+    ({"n": 1, "case_prefix": "BraTS_Syn"}, 422, "case_prefix"),
+    ({"n": 1, "layout": "nnunet", "nnunet_dataset_id": 1000}, 422, "nnunet_dataset_id"),
+    ({"n": 1, "layout": "nnunet", "nnunet_dataset_name": "My Set"}, 422, "nnunet_dataset_name"),
+    ({"n": 1, "nnunet_dataset_id": 42}, 422, "nnunet_dataset_id apply to layout 'nnunet' only, not 'brats'"),
     ({"n": 1, "seed": -1}, 422, "seed"),
     ({"n": 1, "colour": "blue"}, 422, "colour"),
     ({"n": "1"}, 422, "n: Input should be a valid integer"),
@@ -224,6 +231,15 @@ def test_post_poll_download_and_open_the_niftis(
         assert set(np.unique(case["seg"])) <= set(LABELS) and case["seg"].any()
     listed = api.get("/datasets", headers=A).json()["datasets"]
     assert dataset in listed
+
+
+def test_the_request_names_the_nnunet_dataset_and_the_cases(api: httpx.Client, worker: Child) -> None:
+    body = {"n": 1, "layout": "nnunet", "nnunet_dataset_id": 42, "nnunet_dataset_name": "Mine", **FAST}
+    dataset = _make(api, body | {"case_prefix": "BraTS-GLI"})
+    with zipfile.ZipFile(io.BytesIO(api.get(dataset["download_url"], headers=A).content)) as archive:
+        names = set(archive.namelist())
+    assert "Dataset042_Mine/dataset.json" in names
+    assert "Dataset042_Mine/labelsTr/BraTS-GLI_00000.nii.gz" in names
 
 
 def test_range_requests_resume_a_broken_download(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli.main import main
 from models.data import TrainingData, load_training_data
 from models.networks import define_networks
 from models.presets import STAGES, get_preset, printed_objective, with_overrides
@@ -24,7 +25,6 @@ from models.soft_structure import soft_structural_feature_map
 from models.stage import Stage
 from models.structure_stage import StructureStage
 from models.synthesis_stage import SynthesisStage
-from mrisynth.cli import main
 from mrisynth.conventions import LABELS
 from mrisynth.structure import structural_feature_map
 

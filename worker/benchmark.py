@@ -2,19 +2,14 @@
 
 For each batch size (default 1, 16, 64) it synthesizes ``--samples`` accepted samples after a warm-up
 and prints accepted samples/s and the milliseconds per accepted sample spent in each stage of
-:data:`worker.candidates.STAGES`. With ``--run RUN`` (the training run the artifacts were exported
-from) it also times each network in onnxruntime and in torch eager mode on the same inputs; torch is
-imported only then (with ``OMP_WAIT_POLICY=PASSIVE`` unless set), and the comparison is skipped with a
-message when torch is not installed.
+:data:`worker.candidates.STAGES`. Timing each network in onnxruntime against torch eager mode needs
+torch and the training run: that is ``python -m models.onnx_benchmark``.
 """
 
 import argparse
 import logging
 import os
-import statistics
-import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 from mrisynth.conventions import MODALITIES
@@ -24,9 +19,6 @@ from worker.request import RequestThresholds, SynthesisRequest
 from worker.sessions import Synthesizer
 
 log = logging.getLogger(__name__)
-
-PIPELINE_NETWORKS: tuple[str, ...] = ("DC_f", "MG", "EC_r", "DC", *(f"SEG_{m}" for m in MODALITIES))
-"""The networks :func:`worker.pipeline.synthesize` runs, compared with torch."""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -38,17 +30,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         return "  ".join([first[0].ljust(first[1]), *(cell.rjust(width) for cell, width in rest)])
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn``, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _progress(
@@ -98,50 +79,9 @@ def throughput_lines(results: dict[int, SynthesisProgress]) -> list[str]:
     return [*table(header, summary), "", "ms per accepted sample (share of time):", *table(header, stages)]
 
 
-def torch_ratio_lines(
-    synthesizer: Synthesizer, run: Path, batch_sizes: Sequence[int], repeats: int
-) -> list[str]:
-    """onnxruntime vs torch eager time of each pipeline network, on the same random inputs."""
-    # Like the sessions' (no spinning), torch's OpenMP threads must sleep when idle: spinning ones
-    # slowed torch 10 to 100 times on our 2-core machine whenever another process was running.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        import torch
-
-        from models.export import load_run
-        from models.export_onnx import worker_networks
-    except ImportError as error:
-        return [f"torch comparison skipped: {error} (install the 'train' extra)"]
-    loaded = load_run(run)
-    specs = {
-        spec.name: spec for spec in worker_networks(loaded.networks, loaded.config, loaded.info.image_size)
-    }
-    rows = []
-    for name in PIPELINE_NETWORKS:
-        spec = specs[name]
-        for batch_size in batch_sizes:
-            inputs = spec.make_inputs(batch_size, torch.Generator().manual_seed(0))
-            feeds = {n: t.numpy() for n, t in zip(spec.input_names, inputs, strict=True)}
-            with torch.no_grad():
-                torch_s = _timed(partial(spec.module, *inputs), repeats)
-            ort_s = _timed(partial(synthesizer.run, name, **feeds), repeats)
-            rows.append(
-                [
-                    name,
-                    str(batch_size),
-                    f"{1000 * ort_s:.1f}",
-                    f"{1000 * torch_s:.1f}",
-                    f"{torch_s / ort_s:.2f}",
-                ]
-            )
-    header = ["network", "batch", "onnxruntime ms", f"torch {torch.__version__} eager ms", "torch / ort"]
-    return [f"torch threads {torch.get_num_threads()}", *table(header, rows)]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m worker.benchmark", description=__doc__)
     parser.add_argument("--artifacts", type=Path, required=True, help="artifacts directory (mrisynth export)")
-    parser.add_argument("--run", type=Path, help="training run of the artifacts, for the torch comparison")
     parser.add_argument(
         "--samples", type=int, default=64, help="accepted samples per batch size (default 64)"
     )
@@ -150,9 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lesion-source", default="library", help="library (default), none, or a path")
     parser.add_argument("--structure-mae", type=float, help="Algorithm 3 threshold (default: the manifest's)")
     parser.add_argument("--dice", type=float, help="lesion-filter Dice threshold (default: the manifest's)")
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="timed calls per network in the torch comparison"
-    )
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -182,12 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         request.model_dump_json(),
     )
     results = throughput(synthesizer, request, args.samples, args.batch_sizes, args.seed)
-    lines = ["", *throughput_lines(results), ""]
-    if args.run is None:
-        lines.append("torch comparison skipped: pass --run RUN, the training run of these artifacts")
-    else:
-        lines += torch_ratio_lines(synthesizer, args.run, args.batch_sizes, args.repeats)
-    log.info("\n".join(lines))
+    log.info("\n".join(["", *throughput_lines(results)]))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The bundle: a synthesized dataset as one zip file, streamed to disk one sample at a time (issue 4).
 
 The files and their names follow the bundle's layout (`worker.bundle_layout`); beside them are
-``manifest.json`` (written last: provenance, per-case files and scores, counts), and on request
-``previews/<case>.png`` and ``montage.png`` (`worker.previews`).
+``manifest.json`` (written last: provenance, label convention, per-case files and scores, counts), the
+brats layouts' ``datalist.json``, and on request ``previews/<case>.png`` and ``montage.png``
+(`worker.previews`). Images are as BraTS ships them: exactly 0 outside the sample's brain mask, the
+networks' per-image standardized values inside (`mrisynth.conventions.standardize`).
 
 The same samples, options, request, seed and artifacts give the same bytes: members carry a fixed date,
 JSON has sorted keys (``dataset.json`` keeps nnU-Net's order: its regions pair with
@@ -29,7 +31,17 @@ from mrisynth.brats.layouts import LABEL_KEY
 from mrisynth.brats.write import encode_labels, nifti_gz_bytes
 from mrisynth.conventions import LABEL_NAMES, LABELS
 from worker import nnunet
-from worker.bundle_layout import EXTRAS, BundleLayout, BundleOptions, BundleSample, case_files, case_id
+from worker.bundle_layout import (
+    DATALIST_NAME,
+    EXTRAS,
+    LABEL_CONVENTIONS,
+    BundleLayout,
+    BundleOptions,
+    BundleSample,
+    case_files,
+    case_id,
+    datalist,
+)
 from worker.previews import preview_png, preview_row
 
 logger = logging.getLogger(__name__)
@@ -57,7 +69,8 @@ class BundleWriter:
 
     Each sample's files go into ``<out>.partial`` as `add` is called, so memory stays bounded by one
     sample (plus the ``montage_samples`` kept for the montage and a few hundred bytes of manifest entry
-    per sample). A clean exit writes ``montage.png``, ``dataset.json`` (nnunet) and ``manifest.json``,
+    per sample). A clean exit writes ``montage.png``, ``dataset.json`` (nnunet) or ``datalist.json``
+    (brats layouts) and ``manifest.json``,
     then renames the file to ``<out>``; an exception removes it, so no half-written bundle is left.
     """
 
@@ -139,7 +152,7 @@ class BundleWriter:
                 aborts the bundle instead (`abort`).
         """
         zf = self._open_zip()
-        case = case_id(self.options.layout, len(self._cases))
+        case = case_id(self.options, len(self._cases))
         arrays = self._arrays(sample, case)
         scores = (
             sample.scores.model_dump(mode="json") if isinstance(sample.scores, BaseModel) else sample.scores
@@ -169,7 +182,8 @@ class BundleWriter:
         return case
 
     def close(self) -> Path:
-        """Finish the bundle: write the montage, ``dataset.json`` and the manifest, rename to ``out``.
+        """Finish the bundle: write the montage, ``dataset.json`` or ``datalist.json`` and the manifest,
+        rename to ``out``.
 
         Returns:
             ``out``.
@@ -184,14 +198,16 @@ class BundleWriter:
                 raise ValueError("a bundle needs at least one sample")
             if self.options.layout == BundleLayout.NNUNET:
                 content = nnunet.dataset_json(self.options.nnunet, self.options.written_modalities, len(self))
-                self._write(
-                    zf, f"{self.options.nnunet.folder}/dataset.json", _json_bytes(content, sort=False)
-                )
+                self._write(zf, f"{self.options.nnunet.folder}/dataset.json", json_bytes(content, sort=False))
+            else:
+                files = [case["files"] for case in self._cases]
+                listed = datalist(self.options.layout, self.options.written_modalities, files)
+                self._write(zf, DATALIST_NAME, json_bytes(listed))
             if self._montage_rows:
                 names = [case["case_id"] for case in self._cases[: len(self._montage_rows)]]
                 montage = preview_png(self._montage_rows, self.options.written_modalities, names)
                 self._write(zf, MONTAGE_NAME, montage)
-            self._write(zf, MANIFEST_NAME, _json_bytes(self._manifest()))
+            self._write(zf, MANIFEST_NAME, json_bytes(self._manifest()))
             zf.close()
             if self.out.exists():
                 raise FileExistsError(f"{self.out} appeared while the bundle was written; not overwritten")
@@ -232,8 +248,8 @@ class BundleWriter:
             raise ValueError(
                 f"case {case}: sample lacks modalities {missing}; the bundle writes {modalities}"
             )
-        arrays = {m: np.asarray(sample.images[m], np.float32) for m in modalities}
         masks = {"structure": np.asarray(sample.f), "brainmask": np.asarray(sample.brain_mask)}
+        arrays = {m: np.asarray(sample.images[m], np.float32) for m in modalities}
         label = np.asarray(sample.label)
         shapes = {key: a.shape for key, a in (arrays | masks).items()} | {LABEL_KEY: label.shape}
         expected = self._shape or label.shape
@@ -245,7 +261,7 @@ class BundleWriter:
         not_binary = [key for key, mask in masks.items() if not ((mask == 0) | (mask == 1)).all()]
         if not_binary:
             raise ValueError(f"case {case}: {not_binary} must hold only 0 and 1")
-        written = {m: arrays[m] for m in modalities}
+        written = {m: np.where(masks["brainmask"] > 0, arrays[m], np.float32(0)) for m in modalities}
         written[LABEL_KEY] = encode_labels(label, self.options.label_map, f"case {case}")
         if self.options.extras:
             written |= {extra: masks[extra].astype(np.uint8) for extra in EXTRAS}
@@ -255,12 +271,7 @@ class BundleWriter:
         return {key: array[:, :, np.newaxis] for key, array in written.items()}
 
     def _write(self, zf: zipfile.ZipFile, name: str, data: bytes) -> None:
-        """Add one member: stored if already compressed (``.nii.gz``), else deflated; fixed date, mode 644."""
-        info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
-        info.create_system = 3  # unix, for the mode bits; the default depends on the platform
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_STORED if name.endswith(".gz") else zipfile.ZIP_DEFLATED
-        zf.writestr(info, data)
+        write_member(zf, name, data)
         self._members += 1
 
     def _manifest(self) -> dict[str, Any]:
@@ -273,6 +284,8 @@ class BundleWriter:
             "image_size": list(self._shape),
             "voxel_size_mm": list(options.voxel_size_mm),
             "label_values": {LABEL_NAMES[ours]: value for value, ours in options.label_map.items()},
+            "label_convention": LABEL_CONVENTIONS[options.layout],
+            "case_prefix": options.prefix,
             "extras": options.extras,
             "previews": options.previews,
             "montage": MONTAGE_NAME if self._montage_rows else None,
@@ -289,7 +302,18 @@ class BundleWriter:
                 "dataset": options.nnunet.folder,
                 "dataset_json": f"{options.nnunet.folder}/dataset.json",
             }
+        else:
+            manifest["datalist"] = DATALIST_NAME
         return manifest
+
+
+def write_member(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Add one member: stored if already compressed (``.nii.gz``), else deflated; fixed date, mode 644."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+    info.create_system = 3  # unix, for the mode bits; the default depends on the platform
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_STORED if name.endswith(".gz") else zipfile.ZIP_DEFLATED
+    zf.writestr(info, data)
 
 
 def read_manifest(bundle: zipfile.ZipFile) -> dict[str, Any]:
@@ -311,5 +335,6 @@ def _json_copy(value: Any, what: str) -> Any:
         raise ValueError(f"{what} must be JSON-serializable without NaN or infinity: {error}") from error
 
 
-def _json_bytes(value: Any, sort: bool = True) -> bytes:
+def json_bytes(value: Any, sort: bool = True) -> bytes:
+    """JSON as the bundle writes it: indented, sorted keys unless ``sort`` is False, no NaN."""
     return (json.dumps(value, sort_keys=sort, indent=2, allow_nan=False) + "\n").encode()

@@ -21,6 +21,7 @@ Facts taken from nnU-Net v2 (MIC-DKFZ/nnUNet) and followed here:
   Images and labels are therefore written as 2D NIfTI, read with SimpleITKIO.
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +45,14 @@ CHANNEL_NAMES: dict[str, str] = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair"
 
 FILE_ENDING = ".nii.gz"
 
+EXTRAS_FOLDER = "extras"
+"""Folder with the structural maps and brain masks, beside the case folders (nnU-Net does not read it)."""
+
 READER_WRITER = "SimpleITKIO"
 """nnU-Net's default reader for ``.nii.gz``; named in ``dataset.json`` since the 2D files need it."""
 
-EXTRAS_FOLDER = "extras"
-"""Folder of the dataset with the structural maps and brain masks, which nnU-Net does not read."""
-
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+NNUNET_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""An nnU-Net dataset name: letters, digits, ``_`` and ``-``."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,23 @@ class NnunetDataset:
     def __post_init__(self) -> None:
         if not 1 <= self.dataset_id <= 999:
             raise ValueError(f"nnU-Net dataset id must be 1-999, got {self.dataset_id}")
-        if not _NAME.match(self.name):
-            raise ValueError(f"nnU-Net dataset name must match {_NAME.pattern}, got {self.name!r}")
+        if not re.match(NNUNET_NAME_PATTERN, self.name):
+            raise ValueError(f"nnU-Net dataset name must match {NNUNET_NAME_PATTERN}, got {self.name!r}")
 
     @property
     def folder(self) -> str:
         """The dataset's folder name, e.g. ``Dataset901_MRISynth``."""
         return f"Dataset{self.dataset_id:03d}_{self.name}"
+
+
+def nnunet_dataset(dataset_id: int | None = None, name: str | None = None) -> NnunetDataset:
+    """The dataset of a request: its id and name, the defaults (901, ``MRISynth``) where None."""
+    defaults = NnunetDataset()
+    return dataclasses.replace(
+        defaults,
+        dataset_id=defaults.dataset_id if dataset_id is None else dataset_id,
+        name=defaults.name if name is None else name,
+    )
 
 
 def nnunet_case_files(dataset: NnunetDataset, case_id: str, modalities: tuple[str, ...]) -> dict[str, str]:

@@ -4,7 +4,7 @@ The split must be the one the artifacts were trained with, or the "held-out" tes
 slices the segmentors learned from: :func:`artifacts_slice_config` reads it from the manifest's
 training record (``training.data.slice_config``, written by ``mrisynth train``), and
 :func:`leaked_cases` names the test cases that the record lists among the training cases.
-Images are resized as training resizes them (:func:`models.data.resize_image`, ``resize_label``).
+Images are resized as training resizes them (:func:`mrisynth.brats.slices.resize_image`, ``resize_label``).
 """
 
 import logging

@@ -7,6 +7,7 @@ The paper keeps axial slices 55-105 of every 3D case (50 per case: ``range(55, 1
 import hashlib
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from mrisynth.brats.errors import BratsError
@@ -97,3 +98,22 @@ def case_slices(volume: CaseVolume, config: SliceConfig) -> tuple[np.ndarray, np
     )
     labels = np.ascontiguousarray(np.moveaxis(volume.label[:, :, config.start : config.stop], 2, 0))
     return images, labels
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """One standardized slice (H, W) -> (size, size), INTER_AREA, background kept exact, re-standardized."""
+    if image.shape == (size, size):
+        return image.astype(np.float32)
+    background = image.min()
+    resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    is_background = (image == background).astype(np.float32)
+    wholly_background = cv2.resize(is_background, (size, size), interpolation=cv2.INTER_AREA) > 1.0 - 1e-4
+    resized[wholly_background] = background
+    return standardize(resized)
+
+
+def resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """One label slice (H, W) -> uint8 (size, size), INTER_NEAREST."""
+    if label.shape == (size, size):
+        return label.astype(np.uint8)
+    return cv2.resize(label.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)

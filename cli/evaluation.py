@@ -1,0 +1,59 @@
+"""``mrisynth evaluate``: the paper's Tables 1 and 2, registration and realism of artifacts, as a report."""
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+
+log = logging.getLogger("mrisynth")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from models.evaluation import EvaluationConfig, run_evaluation, write_report
+    from models.evaluation.synthetic import SynthesisConfig
+    from models.evaluation.table2 import Table2Config
+
+    config = EvaluationConfig(
+        data=args.data,
+        artifacts=args.artifacts,
+        out=args.out,
+        cache=args.cache,
+        seed=args.seed,
+        preset=args.preset,
+        threads=args.threads,
+        rows=tuple(args.rows),
+        table2=Table2Config(steps=args.steps, repeats=args.repeats),
+        synthesis=SynthesisConfig(
+            samples=args.synthetic,
+            dice=args.dice,
+            structure_mae=args.structure_mae,
+            candidates=args.candidates,
+        ),
+        command=shlex.join(["mrisynth", *args.argv]),
+    )
+    report = write_report(run_evaluation(config))
+    log.info("evaluation report: %s", report)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` to the subcommands."""
+    evaluate = commands.add_parser(
+        "evaluate", help="the paper's Tables 1 and 2, registration and realism of artifacts, as a report"
+    )
+    evaluate.add_argument("--data", type=Path, required=True, help="BraTS directory the artifacts saw")
+    evaluate.add_argument("--artifacts", type=Path, required=True, help="artifacts (mrisynth export)")
+    evaluate.add_argument("--out", type=Path, required=True, help="report directory to write")
+    evaluate.add_argument("--cache", type=Path, help="slice cache to build or reuse (default: temporary)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of synthesis, data order and training")
+    evaluate.add_argument("--steps", type=int, default=400, help="segmentor steps per Table 2 row (400)")
+    evaluate.add_argument(
+        "--rows", type=int, nargs="+", default=[1, 2, 3, 6, 13, 25, 19], help="Table 2 rows by NO."
+    )
+    evaluate.add_argument("--repeats", type=int, default=1, help="trainings per row, best kept (paper: 4)")
+    evaluate.add_argument("--synthetic", type=int, default=200, help="unfiltered synthetic samples (200)")
+    evaluate.add_argument("--dice", type=float, help="Table 2 lesion-filter Dice (default: the manifest's)")
+    evaluate.add_argument("--structure-mae", type=float, help="Algorithm 3 MAE (default: the manifest's)")
+    evaluate.add_argument("--candidates", type=int, default=20, help="candidates per filtered sample (20)")
+    evaluate.add_argument("--preset", choices=("demo", "paper", "test"), default="demo", help="segmentors")
+    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: all)")
+    evaluate.set_defaults(run=_evaluate)

@@ -1,5 +1,0 @@
-"""``python -m mrisynth``: the same command line as the ``mrisynth`` console script."""
-
-from mrisynth.cli import main
-
-main()
