@@ -19,7 +19,12 @@ Three presets, chosen with ``mrisynth train --preset``:
   brain from every code pixel. Step counts come from it/s measured on this project's 2-core CPU with
   two torch threads (structure about 2.2, segmentation about 2, synthesis about 0.6 it/s at 2 pairs,
   0.5 at 4): 2500 + 1200 + 900 steps, about 19 + 10 + 25 minutes, within the hour. 120 x 120 (2 mm,
-  half the BraTS grid) would cost about 1.6 times as much per step and does not fit.
+  half the BraTS grid) would cost about 1.6 times as much per step and does not fit. The segmentation
+  stage, which has no critic, uses Adam at lr 1e-3 and beta1 0.9 instead of the GAN setting: measured on
+  the 12-case phantom after its 1200 steps (issue 12), the held-out whole-tumor Dice of SEG_t1, SEG_t1ce,
+  SEG_t2, SEG_flair went from 0.00, 0.65, 0.51, 0.94 (lr 2e-4, beta1 0.5; the T1 segmentor found no
+  lesion at all) to 0.66, 0.86, 0.84, 0.97, and the frozen classifier's accuracy on real T1ce from 0.68
+  to 0.74, at the same cost per step.
 * ``test``: 32 x 32 slices, ngf 4, 4 steps per stage, axial slices 2-9, for the unit tests (their
   hand-made volumes have 12 slices).
 
@@ -163,6 +168,10 @@ class Preset:
             (S)); the rest is fused with a label of the lesion library, as the paper. In [0, 1].
         lesion_loss: the loss of (12), (16) and (19): ``"dice_ce"`` (soft Dice + cross-entropy, (L)) or
             ``"mse"`` (as printed).
+        segmentation_lr: Adam learning rate of the segmentation stage (the segmentors and CL); None
+            is ``lr``.
+        segmentation_beta1: Adam beta1 of the segmentation stage; None is ``beta1``. That stage has
+            no critic, so the GAN setting of beta1 (0.5) is not needed there.
     """
 
     name: str
@@ -185,6 +194,8 @@ class Preset:
     registered: bool = True
     paired_fraction: float = 0.5
     lesion_loss: LesionLoss = "dice_ce"
+    segmentation_lr: float | None = None
+    segmentation_beta1: float | None = None
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 8:
@@ -201,6 +212,10 @@ class Preset:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if not 0.0 <= self.paired_fraction <= 1.0:
             raise ValueError(f"paired_fraction must be in [0, 1], got {self.paired_fraction}")
+        if self.segmentation_lr is not None and self.segmentation_lr <= 0:
+            raise ValueError(f"segmentation_lr must be > 0, got {self.segmentation_lr}")
+        if self.segmentation_beta1 is not None and not 0.0 <= self.segmentation_beta1 < 1.0:
+            raise ValueError(f"segmentation_beta1 must be in [0, 1), got {self.segmentation_beta1}")
         if self.lesion_loss not in ("dice_ce", "mse"):
             raise ValueError(f"lesion_loss must be 'dice_ce' or 'mse', got {self.lesion_loss!r}")
 
@@ -241,6 +256,8 @@ PRESETS: dict[str, Preset] = {
         log_every=10,
         pairs_per_step=2,
         lr=2e-4,
+        segmentation_lr=1e-3,
+        segmentation_beta1=0.9,
     ),
     "test": Preset(
         name="test",

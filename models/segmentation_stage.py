@@ -39,7 +39,10 @@ class SegmentationStage(Stage):
         super().__init__(networks, preset, device)
         self.lesion = cast(LesionGuidance, networks["lesion"])
         self.CL: nn.Module | None = dict(networks.items()).get("CL")
-        self.optimizers = {"SEG": self.adam(self.lesion, *([] if self.CL is None else [self.CL]))}
+        networks_trained = [self.lesion, *([] if self.CL is None else [self.CL])]
+        self.optimizers = {
+            "SEG": self.adam(*networks_trained, lr=preset.segmentation_lr, beta1=preset.segmentation_beta1)
+        }
 
     def set_input(self, batch: dict[str, Tensor]) -> None:
         """Take x_i (B, 1, H, W) per modality and the one-hot real label (B, 4, H, W)."""

@@ -64,10 +64,15 @@ class Stage:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.losses: dict[str, Tensor] = {}
 
-    def adam(self, *networks: nn.Module) -> torch.optim.Adam:
-        """Adam over ``networks`` with the preset's lr and betas, no weight decay (Sec. 3.4)."""
+    def adam(
+        self, *networks: nn.Module, lr: float | None = None, beta1: float | None = None
+    ) -> torch.optim.Adam:
+        """Adam over ``networks`` with the preset's lr and betas (or the ``lr`` and ``beta1`` given), no
+        weight decay (Sec. 3.4)."""
         parameters = [p for net in networks for p in net.parameters()]
-        return torch.optim.Adam(parameters, lr=self.preset.lr, betas=(self.preset.beta1, self.preset.beta2))
+        lr = self.preset.lr if lr is None else lr
+        beta1 = self.preset.beta1 if beta1 is None else beta1
+        return torch.optim.Adam(parameters, lr=lr, betas=(beta1, self.preset.beta2))
 
     def autocast(self) -> torch.autocast:
         """bfloat16 autocast on CUDA, disabled elsewhere."""
