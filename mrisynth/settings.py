@@ -7,7 +7,7 @@ plain ``REDIS_URL``. Use :func:`get_settings` (cached) rather than building ``Se
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         max_upload_files: most label files in one lesion-set upload, >= 1 (default 64).
         sweep_interval_s: how often the service refreshes unfinished datasets and removes expired
             bundles (default 60 s).
+        onnx_intra_op_threads: threads of one network call, >= 0 (default 0: onnxruntime's choice, one per
+            physical core); 1 when a machine runs one worker per core.
+        onnx_inter_op_threads: threads running independent nodes at once with ``onnx_execution_mode``
+            ``"parallel"``, >= 0 (default 0: onnxruntime's choice).
+        onnx_execution_mode: ``"sequential"`` (default) or ``"parallel"`` node scheduling; our networks
+            are chains of convolutions, and parallel mode was slower on them.
+        onnx_graph_optimization: onnxruntime's graph optimization level, ``"disable"``, ``"basic"``,
+            ``"extended"`` or ``"all"`` (default, with the CPU layout transforms). The level changes the
+            last bits of the images (up to 5e-6 measured), so every worker of one deployment must use
+            the same level for their samples to be the same; the thread counts and the arena do not.
+        onnx_cpu_mem_arena: onnxruntime's CPU memory arena (default True).
+        onnx_allow_spinning: idle intra-op threads spin instead of sleeping (default False: a worker
+            shares its cores with other processes, and spinning halved throughput on a busy 2-core
+            machine).
     """
 
     model_config = SettingsConfigDict(env_prefix="MRISYNTH_", extra="ignore", populate_by_name=True)
@@ -90,6 +104,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=64 << 20, ge=1)
     max_upload_files: int = Field(default=64, ge=1)
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    onnx_intra_op_threads: int = Field(default=0, ge=0)
+    onnx_inter_op_threads: int = Field(default=0, ge=0)
+    onnx_execution_mode: Literal["sequential", "parallel"] = "sequential"
+    onnx_graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    onnx_cpu_mem_arena: bool = True
+    onnx_allow_spinning: bool = False
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -8,6 +8,8 @@ count that varies from sample to sample. Random networks cannot pass the Dice fi
 integration tests relax the thresholds, and the filters' logic is tested on hand-made arrays.
 """
 
+import logging
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,8 +23,28 @@ import pytest
 
 from mrisynth.artifacts import ArtifactError, FusionWeights
 from mrisynth.conventions import LABELS, MODALITIES
+from mrisynth.settings import Settings
 from mrisynth.structure import DEFAULT_MAE_THRESHOLD, accept_structure, structure_mae
-from worker.filters import accept_healthy, accept_lesion, fuse, whole_tumor_dice
+from worker.candidates import (
+    CODE_STREAM,
+    LESION_STREAM,
+    STAGES,
+    Plan,
+    Rejection,
+    StageClock,
+    candidate_rng,
+    evaluate,
+    make_plan,
+)
+from worker.filters import (
+    RejectionTally,
+    accept_healthy,
+    accept_lesion,
+    fuse,
+    lesion_pixels,
+    may_pass,
+    whole_tumor_dice,
+)
 from worker.lesions import augment, fit_lesions, lesion_fits, read_label_files
 from worker.pipeline import AcceptanceError, SynthesisProgress, synthesize
 from worker.request import LesionControls, RequestThresholds, SynthesisRequest
@@ -95,6 +117,15 @@ def test_load_verifies_checksums(artifacts, tmp_path):
         stream.write(b"\0")
     with pytest.raises(ArtifactError, match="MG.onnx"):
         Synthesizer.load(copy)
+
+
+def test_session_settings_reach_onnxruntime_and_leave_the_samples_alone(artifacts, synthesizer):
+    settings = Settings(onnx_intra_op_threads=1, onnx_cpu_mem_arena=False, onnx_execution_mode="parallel")
+    single = Synthesizer.load(artifacts, settings)
+    assert single.intra_op_threads == 1
+    request = SynthesisRequest(thresholds=RELAXED)
+    a, b = (synthesize(s, request, 3, 3, batch_size=3).samples for s in (synthesizer, single))
+    assert all(_same(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_samples_have_documented_shapes_and_values(synthesizer):
@@ -209,6 +240,124 @@ def test_bad_requests_raise_value_errors(synthesizer):
         synthesize(synthesizer, SynthesisRequest(), -1, 1)
 
 
+# --- early rejection, against the unoptimised pipeline -------------------------------------------
+
+
+def _unoptimised(synthesizer: Synthesizer, plan: Plan, index: int, attempt: int) -> tuple[Any, ...]:
+    """Candidate (index, attempt) through Fig. 7 from the networks directly: alone in its batch, DC on
+    all its modalities in one call, every segmentor, the filter on the complete scores.
+
+    Returns:
+        (rejection, images (M, H, W), Dice (M,), lesion pixels (M,)), the arrays None when rejected
+        before synthesis.
+    """
+    shape = synthesizer.manifest.structure_code_shape
+    code = candidate_rng(plan.seed, index, attempt, CODE_STREAM).standard_normal(shape, dtype=np.float32)
+    f = (synthesizer.run("DC_f", code=code[None])[:, 0] > plan.structure_probability).astype(np.float32)
+    mask = synthesizer.run("MG", f=f[:, None])[:, 0] > plan.probability
+    if structure_mae(f, mask.astype(np.float32))[0] > plan.structure_mae:
+        return Rejection.STRUCTURE, None, None, None
+    label: np.ndarray | None = np.zeros((SIZE, SIZE), np.uint8)
+    if plan.pool is not None:
+        rng = candidate_rng(plan.seed, index, attempt, LESION_STREAM)
+        label, _ = fit_lesions(plan.pool, mask[0], rng, plan.controls, plan.lesion_draws)
+    if label is None:
+        return Rejection.LESION, None, None, None
+    semantic = synthesizer.run("EC_r", fusion=fuse(f, label[None], synthesizer.manifest.fusion))
+    count = len(plan.modalities)
+    onehot = np.eye(len(MODALITIES), dtype=np.float32)[[MODALITIES.index(m) for m in plan.modalities]]
+    condition = np.broadcast_to(onehot[:, :, None, None], (count, len(MODALITIES), *semantic.shape[2:]))
+    images = synthesizer.run("DC", code=np.repeat(semantic, count, axis=0), condition=condition)[:, 0]
+    predicted = synthesizer.segment(images[None], plan.modalities)
+    dice, pixels = whole_tumor_dice(label[None], predicted), lesion_pixels(predicted)
+    if plan.pool is None:
+        accepted = accept_healthy(pixels, plan.lesion_free_fraction, (SIZE, SIZE))[0]
+    else:
+        accepted = accept_lesion(dice, plan.dice)[0]
+    return (None if accepted else Rejection.DICE), images, dice[0], pixels[0]
+
+
+def _requests(synthesizer: Synthesizer, keys: list[tuple[int, int]], seed: int) -> list[SynthesisRequest]:
+    """Lesion requests at the median of the candidates' mean Dice (some accepted, some rejected) and at
+    0.5 (untrained segmentors reach about 0.1: rejected after three modalities, the fourth never made),
+    and a healthy request at the median of the candidates' most lesion pixels (rejected at the first
+    modality over it)."""
+    relaxed = make_plan(synthesizer, SynthesisRequest(thresholds=RELAXED), seed)
+    mean_dice = np.median([_unoptimised(synthesizer, relaxed, k, a)[2].mean() for k, a in keys])
+    lenient = RELAXED.model_copy(update={"lesion_free_fraction": 0.999})
+    healthy = make_plan(synthesizer, SynthesisRequest(lesion_source="none", thresholds=lenient), seed)
+    pixels = np.median([_unoptimised(synthesizer, healthy, k, a)[3].max() for k, a in keys])
+    fraction = RELAXED.model_copy(update={"lesion_free_fraction": float(pixels) / SIZE**2})
+    lesion = [RELAXED.model_copy(update={"dice": dice}) for dice in (float(mean_dice), 0.5)]
+    return [SynthesisRequest(thresholds=thresholds) for thresholds in lesion] + [
+        SynthesisRequest(lesion_source="none", thresholds=fraction)
+    ]
+
+
+def test_early_rejection_accepts_what_the_full_filter_accepts(synthesizer):
+    keys = [(k, a) for k in range(6) for a in range(3)]
+    counts = []  # (accepted, rejected by the lesion filter, rejected before the last modality) per request
+    for request in _requests(synthesizer, keys, 5):
+        plan = make_plan(synthesizer, request, 5)
+        tally = RejectionTally(len(plan.modalities))
+        tally.add(3, np.array([True]))  # flair first, then the order learned from the first batch
+        accepted = rejected = dropped = 0
+        outcomes = [*evaluate(synthesizer, plan, keys[:9], tally, StageClock())]
+        outcomes += evaluate(synthesizer, plan, keys[9:], tally, StageClock())
+        for outcome in outcomes:
+            rejection, images, dice, pixels = _unoptimised(synthesizer, plan, outcome.index, outcome.attempt)
+            assert outcome.rejection == rejection
+            if images is None:
+                continue
+            done = ~np.isnan(outcome.dice)
+            assert done.all() or rejection is Rejection.DICE
+            np.testing.assert_allclose(outcome.images[done], images[done], rtol=0, atol=1e-5)
+            assert np.array_equal(outcome.dice[done], dice[done])
+            assert np.array_equal(outcome.lesion_pixels[done], pixels[done])
+            assert np.isnan(outcome.images[~done]).all() and (outcome.lesion_pixels[~done] == -1).all()
+            accepted += rejection is None
+            rejected += rejection is Rejection.DICE
+            dropped += not done.all()
+        counts.append((accepted, rejected, dropped))
+    (median, _, _), (_, hopeless, hopeless_dropped), (healthy, _, healthy_dropped) = counts
+    assert median and counts[0][1] and hopeless == hopeless_dropped > 0 and healthy and healthy_dropped
+
+
+def test_samples_are_the_unoptimised_pipelines_first_accepted_candidates(synthesizer):
+    keys = [(k, a) for k in range(6) for a in range(3)]
+    for request in _requests(synthesizer, keys, 7)[::2]:  # lesion at the median Dice, healthy
+        plan = make_plan(synthesizer, request, 7)
+        for sample in synthesize(synthesizer, request, 7, 3, batch_size=4).samples:
+            attempt = 0
+            while (reference := _unoptimised(synthesizer, plan, sample.index, attempt))[0] is not None:
+                attempt += 1
+            _, images, dice, pixels = reference
+            assert sample.scores.attempts.structure == attempt + 1
+            np.testing.assert_allclose(np.stack(list(sample.images.values())), images, rtol=0, atol=1e-5)
+            assert list(sample.scores.dice.values()) == dice.tolist()
+            assert list(sample.scores.lesion_pixels.values()) == pixels.tolist()
+
+
+def test_peer_benchmark_prints_both_rates_the_stages_and_the_filters(artifacts, one_torch_thread, caplog):
+    from models.peer_benchmark import main
+
+    arguments = ["--artifacts", str(artifacts), "--n", "2", "--batch-size", "2", "--dice", "0"]
+    with caplog.at_level(logging.INFO):
+        main([*arguments, "--structure-mae", "1"])
+    lines = caplog.messages[-1].splitlines()
+    rates = {
+        match[1]: float(match[2]) for line in lines if (match := re.fullmatch(r"(.+?)\s+(\d+\.\d+)", line))
+    }
+    peer = (rates["TorchIO peer, before ours"] + rates["TorchIO peer, after ours"]) / 2
+    assert peer > 0 and rates["ours, accepted"] > 0
+    assert rates["ratio ours / peer (mean)"] == pytest.approx(rates["ours, accepted"] / peer, rel=0.05)
+    filters = ("candidates", "rejected by Algorithm 3", "rejected by lesion fit", "rejected by lesion filter")
+    for row in filters:
+        assert any(re.fullmatch(rf"{row}\s+\d+( \(\d+%\))?", line) for line in lines), row
+    for stage in STAGES:
+        assert any(re.fullmatch(rf"{stage}\s+\d+\.\d+ \(\d+%\)", line) for line in lines), stage
+
+
 # --- the filters, on hand-made arrays -----------------------------------------------------------
 
 
@@ -230,21 +379,46 @@ def test_lesion_filter_rejects_a_missed_lesion():
     exact = np.repeat(label[:, None], 2, axis=1)
     missed = exact.copy()
     missed[:, 1] = 0  # the second modality's segmentor finds nothing
-    accepted, dice = accept_lesion(label, exact, 0.95)
-    assert accepted.tolist() == [True] and np.allclose(dice, 1.0)
-    accepted, dice = accept_lesion(label, missed, 0.95)
-    assert accepted.tolist() == [False] and dice.tolist() == [[1.0, 0.0]]
+    dice = whole_tumor_dice(label, exact)
+    assert accept_lesion(dice, 0.95).tolist() == [True] and np.allclose(dice, 1.0)
+    dice = whole_tumor_dice(label, missed)
+    assert accept_lesion(dice, 0.95).tolist() == [False] and dice.tolist() == [[1.0, 0.0]]
     whole_tumor = exact.copy()
     whole_tumor[exact > 0] = 2  # wrong sub-regions, right whole tumor
-    assert accept_lesion(label, whole_tumor, 0.95)[0].tolist() == [True]
+    assert accept_lesion(whole_tumor_dice(label, whole_tumor), 0.95).tolist() == [True]
 
 
 def test_healthy_filter_tolerance_and_empty_dice():
     predicted = np.zeros((2, 1, 32, 32), np.uint8)
     predicted[1, 0, :2, :2] = 1
-    accepted, pixels = accept_healthy(predicted, 0.001)  # 1.02 pixels tolerated
-    assert accepted.tolist() == [True, False] and pixels.tolist() == [[0], [4]]
+    pixels = lesion_pixels(predicted)
+    assert pixels.tolist() == [[0], [4]]
+    assert accept_healthy(pixels, 0.001, (32, 32)).tolist() == [True, False]  # 1.02 pixels tolerated
     assert whole_tumor_dice(np.zeros((2, 32, 32), np.uint8), predicted).tolist() == [[1.0], [0.0]]
+
+
+def test_filter_rejects_early_only_what_it_would_reject_late():
+    nan = np.nan
+    dice = np.array([[0.1, 0.2, nan, nan], [0.9, 0.2, nan, nan], [0.1, 0.2, 0.3, 0.4]])
+    options = {"healthy": False, "threshold": 0.5, "image_size": (32, 32)}
+    # best completions: means 0.575, 0.775, and the complete 0.25
+    assert may_pass(dice, np.full(dice.shape, -1), **options).tolist() == [True, True, False]
+    assert may_pass(dice, np.full(dice.shape, -1), **{**options, "threshold": 0.6}).tolist() == [
+        False,
+        True,
+        False,
+    ]
+    pixels = np.array([[0, -1], [2, -1], [0, 1]])  # tolerance 1.024 pixels
+    healthy = {"healthy": True, "threshold": 0.001, "image_size": (32, 32)}
+    assert may_pass(np.full(pixels.shape, nan), pixels, **healthy).tolist() == [True, False, True]
+
+
+def test_rejection_tally_orders_the_likeliest_rejecter_first():
+    tally = RejectionTally(3)
+    assert tally.order() == [0, 1, 2]
+    tally.add(2, np.array([True, True, False]))
+    tally.add(1, np.array([True, False, False, False]))
+    assert tally.order() == [2, 1, 0]
 
 
 def test_labels_outside_the_brain_are_redrawn():

@@ -1,9 +1,10 @@
 """``python -m worker.benchmark --artifacts DIR``: synthesis throughput and where the time goes.
 
 For each batch size (default 1, 16, 64) it synthesizes ``--samples`` accepted samples after a warm-up
-and prints accepted samples/s and the milliseconds per accepted sample spent in each stage of
-:data:`worker.candidates.STAGES`. Timing each network in onnxruntime against torch eager mode needs
-torch and the training run: that is ``python -m models.onnx_benchmark``.
+and prints accepted samples/s, the candidates each filter rejected and the milliseconds per accepted
+sample spent in each stage of :data:`worker.candidates.STAGES`. Timing each network in onnxruntime
+against torch eager mode needs torch and the training run: that is ``python -m models.onnx_benchmark``;
+the same figures next to a TorchIO label-to-image augmenter are ``python -m models.peer_benchmark``.
 """
 
 import argparse
@@ -55,14 +56,36 @@ def throughput(
     return results
 
 
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
+
+
 def throughput_lines(results: dict[int, SynthesisProgress]) -> list[str]:
-    """Summary and per-stage table of :func:`throughput`'s counters."""
+    """Summary and per-stage table of :func:`throughput`'s counters.
+
+    Each filter's rejections are given with their share of the candidates that reached it: all of
+    them for Algorithm 3, those it kept for the lesion fit, those fitted for the lesion filter.
+    """
     sizes = list(results)
     header = ["", *(f"batch {b}" for b in sizes)]
+    progresses = results.values()
     summary = [
-        ["accepted samples/s", *(f"{p.accepted / p.elapsed_s:.2f}" for p in results.values())],
-        ["candidates/s", *(f"{(p.candidates + p.discarded) / p.elapsed_s:.2f}" for p in results.values())],
-        ["acceptance rate", *(f"{p.acceptance_rate:.1%}" for p in results.values())],
+        ["accepted samples/s", *(f"{p.accepted / p.elapsed_s:.2f}" for p in progresses)],
+        ["candidates/s", *(f"{(p.candidates + p.discarded) / p.elapsed_s:.2f}" for p in progresses)],
+        ["acceptance rate", *(f"{p.acceptance_rate:.1%}" for p in progresses)],
+        ["candidates", *(str(p.candidates) for p in progresses)],
+        ["rejected by Algorithm 3", *(_share(p.rejected_structure, p.candidates) for p in progresses)],
+        [
+            "rejected by lesion fit",
+            *(_share(p.rejected_lesion, p.candidates - p.rejected_structure) for p in progresses),
+        ],
+        [
+            "rejected by lesion filter",
+            *(
+                _share(p.rejected_dice, p.candidates - p.rejected_structure - p.rejected_lesion)
+                for p in progresses
+            ),
+        ],
         ["discarded candidates", *(str(p.discarded) for p in results.values())],
         ["elapsed s", *(f"{p.elapsed_s:.2f}" for p in results.values())],
     ]
@@ -79,18 +102,52 @@ def throughput_lines(results: dict[int, SynthesisProgress]) -> list[str]:
     return [*table(header, summary), "", "ms per accepted sample (share of time):", *table(header, stages)]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker.benchmark", description=__doc__)
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--artifacts``, request and ``--seed`` options, read back by :func:`request_of`."""
     parser.add_argument("--artifacts", type=Path, required=True, help="artifacts directory (mrisynth export)")
-    parser.add_argument(
-        "--samples", type=int, default=64, help="accepted samples per batch size (default 64)"
-    )
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64], help="default 1 16 64")
     parser.add_argument("--modalities", nargs="+", default=list(MODALITIES), help="default all four")
     parser.add_argument("--lesion-source", default="library", help="library (default), none, or a path")
     parser.add_argument("--structure-mae", type=float, help="Algorithm 3 threshold (default: the manifest's)")
     parser.add_argument("--dice", type=float, help="lesion-filter Dice threshold (default: the manifest's)")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def request_of(args: argparse.Namespace) -> SynthesisRequest:
+    """The request of :func:`add_request_arguments`' options."""
+    return SynthesisRequest.model_validate(
+        {
+            "modalities": args.modalities,
+            "lesion_source": args.lesion_source,
+            "thresholds": RequestThresholds(structure_mae=args.structure_mae, dice=args.dice),
+        }
+    )
+
+
+def log_setup(synthesizer: Synthesizer, request: SynthesisRequest) -> None:
+    """Log the artifacts, the execution provider, the CPUs, the onnxruntime threads and the request."""
+    manifest = synthesizer.manifest
+    log.info(
+        "artifacts %s: preset %s, %s images, %d semantic channels, %s; %s; %d CPUs; onnxruntime "
+        "intra-op threads %d (0: its default); request %s",
+        synthesizer.directory,
+        manifest.training.preset,
+        "x".join(map(str, manifest.image_size)),
+        manifest.semantic_code_channels,
+        manifest.lesion_guidance,
+        synthesizer.provider,
+        os.cpu_count() or 0,
+        synthesizer.intra_op_threads,
+        request.model_dump_json(),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker.benchmark", description=__doc__)
+    add_request_arguments(parser)
+    parser.add_argument(
+        "--samples", type=int, default=64, help="accepted samples per batch size (default 64)"
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64], help="default 1 16 64")
     return parser
 
 
@@ -99,25 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     synthesizer = Synthesizer.load(args.artifacts)
-    request = SynthesisRequest.model_validate(
-        {
-            "modalities": args.modalities,
-            "lesion_source": args.lesion_source,
-            "thresholds": RequestThresholds(structure_mae=args.structure_mae, dice=args.dice),
-        }
-    )
-    manifest = synthesizer.manifest
-    log.info(
-        "artifacts %s: preset %s, %s images, %d semantic channels, %s; %s; %d CPUs; request %s",
-        args.artifacts,
-        manifest.training.preset,
-        "x".join(map(str, manifest.image_size)),
-        manifest.semantic_code_channels,
-        manifest.lesion_guidance,
-        synthesizer.provider,
-        os.cpu_count() or 0,
-        request.model_dump_json(),
-    )
+    request = request_of(args)
+    log_setup(synthesizer, request)
     results = throughput(synthesizer, request, args.samples, args.batch_sizes, args.seed)
     log.info("\n".join(["", *throughput_lines(results)]))
 

@@ -11,9 +11,16 @@ batch it is evaluated in. For B candidates and M requested modalities, :func:`ev
    its ``probability`` (Sec. 2.3);
 2. Algorithm 3: ``structure_mae(f, mask) <= structure_mae`` (Sec. 2.8);
 3. for the kept maps, lesion fitting (:func:`worker.lesions.fit_lesions`, Sec. 2.5 and 2.8);
-4. for the fitted ones, B' <= B: the fusion map (B', 4, H, W), EC_r -> code (B', C, H/4, W/4), DC on
-   the B' * M codes with their one-hot condition planes (Sec. 2.6), every SEG_i on its B' images,
-   and the lesion filter (:mod:`worker.filters`, Sec. 2.8).
+4. for the fitted ones, B' <= B: the fusion map (B', 4, H, W), EC_r -> code (B', C, H/4, W/4), then
+   modality by modality, in the order of a :class:`~worker.filters.RejectionTally` (the likeliest to
+   reject first): DC on the codes with that modality's one-hot condition planes (Sec. 2.6), its
+   SEG_i, its Dice; after each modality the candidates the lesion filter (:mod:`worker.filters`,
+   Sec. 2.8) can no longer accept are dropped, so the later modalities' DC and SEG_i run on fewer
+   of them. The accepted candidates, their images and scores are those of DC on all B' * M codes in
+   one call, every SEG_i on all B' images and the filter on the complete scores: every call computes
+   each batch item on its own, and :func:`~worker.filters.may_pass` never drops a candidate the
+   filter would accept. Rejected candidates keep the scores and images computed before they were
+   dropped.
 """
 
 import time
@@ -27,7 +34,7 @@ import numpy as np
 
 from mrisynth.conventions import MODALITIES
 from mrisynth.structure import structure_mae
-from worker.filters import accept_healthy, accept_lesion, fuse, whole_tumor_dice
+from worker.filters import RejectionTally, fuse, lesion_pixels, may_pass, whole_tumor_dice
 from worker.lesions import fit_lesions, read_label_files
 from worker.request import LesionControls, SynthesisRequest
 from worker.sessions import Synthesizer
@@ -158,9 +165,12 @@ class Candidate:
         f: uint8 (H, W) structural feature map in {0, 1}.
         brain_mask: uint8 (H, W) MG's brain mask in {0, 1}.
         label: uint8 (H, W) fitted label, None if no lesion fitted (or not tried).
-        images: float32 (M, H, W) synthetic modalities, None if not synthesized.
-        dice: float64 (M,) whole-tumor Dice per modality, None if not synthesized.
-        lesion_pixels: int64 (M,) pixels each segmentor calls lesion, None if not synthesized.
+        images: float32 (M, H, W) synthetic modalities, None if not synthesized; NaN in the modalities
+            a candidate rejected by the lesion filter was dropped before.
+        dice: float64 (M,) whole-tumor Dice per modality, None if not synthesized; NaN where the
+            images are.
+        lesion_pixels: int64 (M,) pixels each segmentor calls lesion, None if not synthesized; -1
+            where the images are NaN.
     """
 
     index: int
@@ -176,11 +186,10 @@ class Candidate:
     lesion_pixels: np.ndarray | None = None
 
 
-def _conditions(batch: int, modalities: tuple[str, ...], size: tuple[int, int]) -> np.ndarray:
-    """One-hot condition planes (batch * M, 4, h, w) for codes repeated M times, sample-major."""
-    onehot = np.eye(len(MODALITIES), dtype=np.float32)[[MODALITIES.index(m) for m in modalities]]
-    planes = np.tile(onehot, (batch, 1))[:, :, None, None]
-    return np.ascontiguousarray(np.broadcast_to(planes, (*planes.shape[:2], *size)))
+def _conditions(batch: int, modality: str, size: tuple[int, int]) -> np.ndarray:
+    """One-hot condition planes (batch, 4, h, w) of one modality."""
+    onehot = np.eye(len(MODALITIES), dtype=np.float32)[MODALITIES.index(modality)]
+    return np.ascontiguousarray(np.broadcast_to(onehot[None, :, None, None], (batch, len(MODALITIES), *size)))
 
 
 def _structures(
@@ -217,36 +226,59 @@ def _lesions(
 
 
 def _synthesize(
-    synthesizer: Synthesizer, plan: Plan, f: np.ndarray, labels: np.ndarray, clock: StageClock
+    synthesizer: Synthesizer,
+    plan: Plan,
+    f: np.ndarray,
+    labels: np.ndarray,
+    tally: RejectionTally,
+    clock: StageClock,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Step 4 for B' fitted candidates.
+    """Step 4 for B' fitted candidates, modality by modality, dropping those the filter rejects.
 
     Returns:
-        images (B', M, H, W), accepted (B',), Dice (B', M) and lesion pixels (B', M).
+        images (B', M, H, W), accepted (B',), Dice (B', M) and lesion pixels (B', M); NaN images and
+        Dice, -1 pixels, in the modalities of a rejected candidate that were not evaluated.
     """
     with clock("fusion"):
         fusion = fuse(f, labels, synthesizer.manifest.fusion)
     with clock("EC_r"):
         code = synthesizer.run("EC_r", fusion=fusion)
-    with clock("DC"):
-        count = len(plan.modalities)
-        condition = _conditions(len(code), plan.modalities, code.shape[2:])
-        images = synthesizer.run("DC", code=np.repeat(code, count, axis=0), condition=condition)
-        images = images.reshape(len(code), count, *images.shape[2:])
-    with clock("segmentors"):
-        predicted = synthesizer.segment(images, plan.modalities)
-    with clock("dice"):
-        if plan.pool is None:
-            accepted, pixels = accept_healthy(predicted, plan.lesion_free_fraction)
-            dice = whole_tumor_dice(labels, predicted)
-        else:
-            accepted, dice = accept_lesion(labels, predicted, plan.dice)
-            pixels = (predicted > 0).sum(axis=(-2, -1))
+    batch, (height, width) = len(code), synthesizer.image_size
+    healthy = plan.pool is None
+    threshold = plan.lesion_free_fraction if healthy else plan.dice
+
+    def passing(dice: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        return may_pass(dice, pixels, healthy=healthy, threshold=threshold, image_size=(height, width))
+
+    images = np.full((batch, len(plan.modalities), height, width), np.nan, dtype=np.float32)
+    dice = np.full((batch, len(plan.modalities)), np.nan)
+    pixels = np.full((batch, len(plan.modalities)), -1, dtype=np.int64)
+    alive = np.arange(batch)
+    for j in tally.order():
+        modality = plan.modalities[j]
+        with clock("DC"):
+            condition = _conditions(len(alive), modality, code.shape[2:])
+            images[alive, j] = synthesizer.run("DC", code=code[alive], condition=condition)[:, 0]
+        with clock("segmentors"):
+            predicted = synthesizer.segment(images[alive, j : j + 1], (modality,))
+        with clock("dice"):
+            dice[alive, j] = whole_tumor_dice(labels[alive], predicted)[:, 0]
+            pixels[alive, j] = lesion_pixels(predicted)[:, 0]
+            tally.add(j, ~passing(dice[alive, j : j + 1], pixels[alive, j : j + 1]))
+            alive = alive[passing(dice[alive], pixels[alive])]
+        if not len(alive):
+            break
+    accepted = np.zeros(batch, dtype=bool)
+    accepted[alive] = True
     return images, accepted, dice, pixels
 
 
 def evaluate(
-    synthesizer: Synthesizer, plan: Plan, keys: Sequence[tuple[int, int]], clock: StageClock
+    synthesizer: Synthesizer,
+    plan: Plan,
+    keys: Sequence[tuple[int, int]],
+    tally: RejectionTally,
+    clock: StageClock,
 ) -> list[Candidate]:
     """Run candidates (k, a) through Fig. 7 in one batch.
 
@@ -254,6 +286,7 @@ def evaluate(
         synthesizer: the loaded artifacts.
         plan: the resolved request.
         keys: (sample index, attempt) of each candidate, B >= 1.
+        tally: the order of the modalities in the lesion filter, updated with this batch's scores.
         clock: accumulates the seconds per stage.
 
     Returns:
@@ -267,7 +300,8 @@ def evaluate(
     synthesized: dict[int, tuple[np.ndarray, bool, np.ndarray, np.ndarray]] = {}
     if fitted:
         fitted_labels = np.stack([label for label in labels if label is not None])
-        images, accepted, dice, pixels = _synthesize(synthesizer, plan, f[fitted], fitted_labels, clock)
+        synthesis = _synthesize(synthesizer, plan, f[fitted], fitted_labels, tally, clock)
+        images, accepted, dice, pixels = synthesis
         for j, i in enumerate(fitted):
             synthesized[i] = (images[j], bool(accepted[j]), dice[j], pixels[j])
     outcomes = []

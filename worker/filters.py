@@ -7,6 +7,13 @@ modalities: whole tumor is the region every modality is trained to show, it is B
 region, and it does not collapse to 0 on the small sub-regions (necrosis, enhancing tumor) that a
 96 x 96 slice may hold a handful of pixels of. Algorithm 3, the structure filter, is
 :func:`mrisynth.structure.structure_mae`.
+
+The filters decide on scores per modality, (B, M) arrays in which a modality not evaluated yet is
+missing (NaN Dice, -1 lesion pixels). :func:`may_pass` is the filter applied to the best completion of
+the missing scores (Dice 1, no lesion pixel): when it says no, the complete scores would say no too,
+so a candidate can be rejected before the remaining modalities are synthesized and segmented, and
+the accepted candidates are exactly those of the filter on complete scores. :class:`RejectionTally`
+orders the modalities so that the likeliest rejecter is evaluated first.
 """
 
 import numpy as np
@@ -71,36 +78,97 @@ def whole_tumor_dice(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return dice(np.broadcast_to((label > 0)[:, None], predicted.shape), predicted > 0)
 
 
-def accept_lesion(
-    label: np.ndarray, predicted: np.ndarray, dice_threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
+def lesion_pixels(predicted: np.ndarray) -> np.ndarray:
+    """int64 (...) pixels segmented as lesion (label > 0) in each (H, W) image of ``predicted``."""
+    return np.asarray((predicted > 0).sum(axis=(-2, -1)), dtype=np.int64)
+
+
+def accept_lesion(dice: np.ndarray, dice_threshold: float) -> np.ndarray:
     """Sec. 2.8's lesion filter for samples with a lesion: mean whole-tumor Dice >= the threshold.
 
     Args:
-        label: (B, H, W) input labels.
-        predicted: (B, M, H, W) segmentations of the M requested modalities.
+        dice: float64 (B, M) whole-tumor Dice per requested modality (:func:`whole_tumor_dice`); a row
+            with a missing (NaN) score is rejected.
         dice_threshold: smallest accepted mean Dice, e.g. the paper's 0.95.
 
     Returns:
-        (bool (B,) accepted, float64 (B, M) Dice per modality).
+        bool (B,) accepted.
     """
-    dice = whole_tumor_dice(label, predicted)
-    return dice.mean(axis=1) >= dice_threshold, dice
+    return np.asarray(dice.mean(axis=1) >= dice_threshold)
 
 
-def accept_healthy(predicted: np.ndarray, lesion_free_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def accept_healthy(
+    pixels: np.ndarray, lesion_free_fraction: float, image_size: tuple[int, int]
+) -> np.ndarray:
     """The lesion filter for ``lesion_source="none"``: no segmentor finds a lesion.
 
     A modality counts as lesion-free when at most ``lesion_free_fraction`` of its pixels are segmented
     as lesion; the sample is kept when every requested modality is.
 
     Args:
-        predicted: (B, M, H, W) segmentations.
+        pixels: int64 (B, M) lesion pixels per modality (:func:`lesion_pixels`); a missing score (-1)
+            counts as lesion-free.
         lesion_free_fraction: tolerated fraction of lesion pixels, e.g. 0.001.
+        image_size: (H, W) of the segmented images.
 
     Returns:
-        (bool (B,) accepted, int64 (B, M) lesion pixels per modality).
+        bool (B,) accepted.
     """
-    pixels = (predicted > 0).sum(axis=(-2, -1))
-    tolerated = lesion_free_fraction * predicted.shape[-2] * predicted.shape[-1]
-    return (pixels <= tolerated).all(axis=1), pixels
+    tolerated = lesion_free_fraction * image_size[0] * image_size[1]
+    return np.asarray((pixels <= tolerated).all(axis=1))
+
+
+def may_pass(
+    dice: np.ndarray,
+    pixels: np.ndarray,
+    *,
+    healthy: bool,
+    threshold: float,
+    image_size: tuple[int, int],
+) -> np.ndarray:
+    """Whether the lesion filter can still accept, whatever the missing scores turn out to be.
+
+    The filter on the best completion of the scores: missing Dice taken as 1.0 (lesion samples),
+    missing lesion pixels as 0 (healthy samples). Floating-point addition is monotonic and the mean
+    is taken the same way as the filter's, so False here implies False for the complete scores; on
+    complete scores this is the filter itself.
+
+    Args:
+        dice: float64 (B, M) Dice, NaN where missing.
+        pixels: int64 (B, M) lesion pixels, -1 where missing.
+        healthy: ``lesion_source="none"``: the filter is :func:`accept_healthy`, else :func:`accept_lesion`.
+        threshold: ``lesion_free_fraction`` when healthy, the Dice threshold otherwise.
+        image_size: (H, W) of the segmented images.
+
+    Returns:
+        bool (B,).
+    """
+    if healthy:
+        return accept_healthy(pixels, threshold, image_size)
+    return accept_lesion(np.where(np.isnan(dice), 1.0, dice), threshold)
+
+
+class RejectionTally:
+    """How often each modality's own score fails the lesion filter, to evaluate the likeliest first.
+
+    A modality's score fails when its Dice is below the threshold (lesion samples) or its lesion pixels
+    exceed the tolerance (healthy samples). The order changes what is computed, never what is accepted
+    (:func:`may_pass`).
+
+    Args:
+        modalities: number M of requested modalities.
+    """
+
+    def __init__(self, modalities: int) -> None:
+        self.failed = np.zeros(modalities, dtype=np.int64)
+        self.evaluated = np.zeros(modalities, dtype=np.int64)
+
+    def order(self) -> list[int]:
+        """Modality indices, highest failure rate first; ties (and the first batch) in request order."""
+        rates = self.failed / np.maximum(self.evaluated, 1)
+        return sorted(range(len(rates)), key=lambda j: -rates[j])
+
+    def add(self, modality: int, failed: np.ndarray) -> None:
+        """Count bool ``failed`` (B,) outcomes of one modality's score."""
+        self.failed[modality] += int(failed.sum())
+        self.evaluated[modality] += len(failed)

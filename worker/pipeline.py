@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from worker.candidates import STAGES, Candidate, Rejection, StageClock, evaluate, make_plan
+from worker.filters import RejectionTally
 from worker.request import SynthesisRequest
 from worker.sessions import Synthesizer
 
@@ -257,7 +258,7 @@ def synthesize(
         )
     start = time.perf_counter()
     plan = make_plan(synthesizer, request, seed)
-    clock = StageClock()
+    clock, tally = StageClock(), RejectionTally(len(plan.modalities))
     counters = SynthesisProgress(requested=n)
     bound = request.bounds.candidates_per_sample
     next_attempt = {k: 0 for k in range(first_index, first_index + n)}
@@ -267,7 +268,8 @@ def synthesize(
     exhausted: list[int] = []
     while next_attempt and not exhausted:
         depth = math.ceil((counters.candidates + 1) / (counters.accepted + 1))
-        outcomes = evaluate(synthesizer, plan, _schedule(next_attempt, batch_size, bound, depth), clock)
+        keys = _schedule(next_attempt, batch_size, bound, depth)
+        outcomes = evaluate(synthesizer, plan, keys, tally, clock)
         for outcome in sorted(outcomes, key=lambda c: (c.index, c.attempt)):
             k = outcome.index
             if k in samples:

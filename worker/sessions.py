@@ -4,8 +4,10 @@
 ``InferenceSession`` per distinct network file (the four ``SEG_<modality>`` files of the ``1SEG``
 variant are the same bytes, hence one session) and reads the lesion library. The CUDA provider is
 asked for when onnxruntime offers it; :attr:`Synthesizer.provider` reports what the sessions actually
-use (``InferenceSession.get_providers()``), CPU otherwise. No torch here; onnxruntime is imported
-when sessions are opened, so the API, which imports the job functions to queue them, runs without it.
+use (``InferenceSession.get_providers()``), CPU otherwise. The sessions' threads, scheduling, graph
+optimization and memory arena are the ``onnx_*`` fields of :class:`mrisynth.settings.Settings`. No torch
+here; onnxruntime is imported when sessions are opened, so the API, which imports the job functions to
+queue them, runs without it.
 """
 
 import logging
@@ -17,6 +19,7 @@ import numpy as np
 
 from mrisynth.artifacts import NETWORK_IO, ArtifactError, Manifest, verify_artifacts
 from mrisynth.conventions import LABELS
+from mrisynth.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -34,14 +37,32 @@ def _providers() -> list[str]:
     return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
 
 
-def _open(path: Path, providers: Sequence[str]) -> "ort.InferenceSession":
+def _options(settings: Settings) -> "ort.SessionOptions":
+    """onnxruntime session options from the ``onnx_*`` settings."""
     import onnxruntime as ort
 
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    modes = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; onnxruntime warns about every unused initializer
-    # Idle intra-op threads sleep instead of spinning: a worker shares its cores with other processes
-    # (more workers, the API), and spinning halved our throughput on a busy 2-core machine.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = settings.onnx_intra_op_threads
+    options.inter_op_num_threads = settings.onnx_inter_op_threads
+    options.execution_mode = modes[settings.onnx_execution_mode]
+    options.graph_optimization_level = levels[settings.onnx_graph_optimization]
+    options.enable_cpu_mem_arena = settings.onnx_cpu_mem_arena
+    spinning = str(int(settings.onnx_allow_spinning))
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    return options
+
+
+def _open(path: Path, providers: Sequence[str], options: "ort.SessionOptions") -> "ort.InferenceSession":
+    import onnxruntime as ort
+
     return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
 
 
@@ -85,11 +106,12 @@ class Synthesizer:
         self.provider = CUDA if used == {CUDA} else CPU
 
     @classmethod
-    def load(cls, directory: Path) -> "Synthesizer":
+    def load(cls, directory: Path, settings: Settings | None = None) -> "Synthesizer":
         """Verify an artifacts directory (``verify_artifacts``) and open its networks.
 
         Args:
             directory: a directory written by ``mrisynth export``.
+            settings: whose ``onnx_*`` fields configure the sessions; default :func:`get_settings`.
 
         Returns:
             The synthesizer.
@@ -100,11 +122,12 @@ class Synthesizer:
         directory = Path(directory)
         manifest = verify_artifacts(directory)
         providers = _providers()
+        options = _options(settings or get_settings())
         by_digest: dict[str, ort.InferenceSession] = {}
         sessions: dict[str, ort.InferenceSession] = {}
         for name, entry in manifest.networks.items():
             if entry.sha256 not in by_digest:
-                by_digest[entry.sha256] = _open(directory / entry.file, providers)
+                by_digest[entry.sha256] = _open(directory / entry.file, providers, options)
             sessions[name] = by_digest[entry.sha256]
         library = _read_library(directory / manifest.lesion_library.file, manifest.image_size)
         synthesizer = cls(directory, manifest, sessions, library)
@@ -118,6 +141,13 @@ class Synthesizer:
             manifest.image_size,
         )
         return synthesizer
+
+    @property
+    def intra_op_threads(self) -> int:
+        """The sessions' ``intra_op_num_threads``, 0 for onnxruntime's default (one per physical core)."""
+        session = next(iter(self._sessions.values()))
+        threads: int = session.get_session_options().intra_op_num_threads
+        return threads
 
     @property
     def image_size(self) -> tuple[int, int]:
