@@ -58,7 +58,7 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``phantom``, ``montage`` and ``slices`` to the subcommands."""
+    """Add ``phantom``, ``montage``, ``slices`` and ``merge`` to the subcommands."""
     phantom = commands.add_parser("phantom", help="write a BraTS-like phantom dataset from real anatomy")
     phantom.add_argument("--out", type=Path, required=True, help="directory to write (BraTS 2021 layout)")
     phantom.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")

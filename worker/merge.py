@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ def _check(manifests: Sequence[dict[str, Any]], inputs: Sequence[Path]) -> None:
                 f"{path} holds nnU-Net dataset {manifest['nnunet']['dataset']}, {inputs[0]} "
                 f"{first['nnunet']['dataset']}: ask both with the same nnunet_dataset_id and name"
             )
-    case_ids = [case["case_id"] for manifest in manifests for case in manifest["cases"]]
-    repeated = sorted({case for case in case_ids if case_ids.count(case) > 1})
+    counts = Counter(case["case_id"] for manifest in manifests for case in manifest["cases"])
+    repeated = sorted(case for case, count in counts.items() if count > 1)
     if repeated:
         raise ValueError(
             f"case ids {repeated[:5]} appear in more than one bundle; give them other case_prefix"
