@@ -18,10 +18,45 @@ def _phantom(args: argparse.Namespace) -> None:
     log.info("wrote %d phantom cases in BraTS 2021 layout to %s", len(cases), args.out)
 
 
+def _scan_montage(args: argparse.Namespace) -> None:
+    """The montage of a zip of volumes (a dataset on a scan): per case the ``--scan`` slice, then each
+    modality and the label over FLAIR at the same slice."""
+    import gzip
+    import json
+    import zipfile
+
+    import nibabel as nib
+    import numpy as np
+
+    from mrisynth.montage import grid, overlay_label, save_png, to_gray
+    from worker.bundle_layout import BundleLayout, BundleOptions
+
+    def read(data: bytes) -> np.ndarray:
+        image = nib.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+        return np.asarray(image.dataobj)[:, :, args.slice]
+
+    given = to_gray(read(args.scan.read_bytes()))
+    with zipfile.ZipFile(args.data) as bundle:
+        manifest = json.loads(bundle.read("manifest.json"))
+        decode = BundleOptions(layout=BundleLayout(manifest["layout"])).label_map
+        rows, names = [], []
+        for case in manifest["cases"][: args.cases]:
+            slices = {key: read(bundle.read(name)) for key, name in case["files"].items()}
+            grays = [to_gray(slices[m]) for m in MODALITIES]
+            label = np.vectorize(decode.__getitem__, otypes=[np.uint8])(slices["seg"])
+            rows.append([given, *grays, overlay_label(grays[MODALITIES.index("flair")], label)])
+            names.append(f"{case['case_id']} z={args.slice}")
+    save_png(args.out, grid(rows, ["input", *MODALITIES, "flair + label"], names))
+    log.info("wrote a montage of %d cases on %s to %s", len(rows), args.scan, args.out)
+
+
 def _montage(args: argparse.Namespace) -> None:
     from mrisynth.brats import find_cases, load_case
     from mrisynth.montage import grid, overlay_label, save_png, to_gray
 
+    if args.scan is not None:
+        _scan_montage(args)
+        return
     cases = find_cases(args.data)[: args.cases]
     rows = []
     for case in cases:
@@ -65,8 +100,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     phantom.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     phantom.set_defaults(run=_phantom)
 
-    montage = commands.add_parser("montage", help="PNG of a BraTS directory: four modalities + label")
-    montage.add_argument("--data", type=Path, required=True, help="BraTS directory (2015, 2018-2021, 2023)")
+    montage = commands.add_parser(
+        "montage", help="PNG of a BraTS directory, or of a dataset made on a scan: four modalities + label"
+    )
+    montage.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="BraTS directory (2015, 2018-2021, 2023), or with --scan a zip",
+    )
+    montage.add_argument(
+        "--scan",
+        type=Path,
+        help="the NIfTI file a dataset zip (--data) was made on (--structure-from): drawn first in each row",
+    )
     montage.add_argument("--out", type=Path, required=True, help="PNG file to write")
     montage.add_argument("--cases", type=int, default=3, help="number of cases, first by id (default 3)")
     montage.add_argument("--slice", type=int, default=80, help="axial slice index (default 80)")

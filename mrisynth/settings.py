@@ -42,8 +42,9 @@ class Settings(BaseSettings):
             its lesion sets); at it, its new datasets and lesion sets are refused (default 10 GiB).
         max_datasets_per_owner: datasets one key may store (with files, or queued or running), >= 1
             (default 100).
-        max_lesion_sets_per_owner: lesion sets one key may store, >= 1 (default 20).
-        lesion_set_ttl_s: seconds a lesion set is kept after its upload (default 7 days); then its
+        max_lesion_sets_per_owner: lesion sets one key may store, and scan sets, each kind apart, >= 1
+            (default 20).
+        lesion_set_ttl_s: seconds a lesion or scan set is kept after its upload (default 7 days); then its
             record and, once no queued or running dataset uses them, its files are removed.
         max_lesion_set_slices: axial slices of all the files of one lesion set (a 2D file is one),
             checked from their headers by the service and the workers alike, >= 1 (default 4096: the

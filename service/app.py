@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from mrisynth.settings import Settings, get_settings
 from service.api.deps import reject_unknown_query
 from service.api.responses import errors
-from service.api.routes import datasets, docs, lesion_sets, system
+from service.api.routes import datasets, docs, lesion_sets, scan_sets, system, translations
 from service.auth import KeyRequired
 from service.context import ServiceContext, build_context
 from service.headers import HeadAsGet, SecurityHeaders
@@ -92,7 +92,14 @@ async def _invalid_request(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": issues}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-ROUTERS = (datasets.router, lesion_sets.router, system.router, docs.router)
+ROUTERS = (
+    datasets.router,
+    lesion_sets.router,
+    scan_sets.router,
+    translations.router,
+    system.router,
+    docs.router,
+)
 """The API's routers, in the order they are included."""
 
 

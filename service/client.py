@@ -2,7 +2,9 @@
 
 The request is posted with an ``Idempotency-Key`` derived from the request and the output path, so the
 same command run again (after a crash, a cut connection or Ctrl-C) follows the same dataset instead of
-making a second one. The zip is written to ``<out>.part``; a download that is cut resumes from the
+making a second one. With a scan (``--structure-from``), the scan set it uploaded before is found by
+its files' sha256 (``GET /scan-sets``) and used again, so the request, and its key, stay the same. The zip
+is written to ``<out>.part``; a download that is cut resumes from the
 part's size (``Range: bytes=<size>-``), in the same run or the next one, and the whole file is checked
 against the server's sha256 before it is renamed to ``<out>`` in one step.
 """
@@ -13,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ POLL_INTERVAL_S = 1.0
 DOWNLOAD_ATTEMPTS = 5
 """Downloads tried, each resuming where the previous one was cut, before giving up."""
 
+UPLOAD_TIMEOUT_S = 300.0
+"""Longest a scan set upload may take, sending and the server's check included."""
+
 
 class GenerateError(RuntimeError):
     """The server refused the request, the dataset failed, or the server could not be reached."""
@@ -38,6 +44,7 @@ def dataset_request(
     n: int,
     modalities: Sequence[str],
     lesion_source: str = "library",
+    structure_source: str = "noise",
     seed: int | None = None,
     layout: str | None = None,
     dice: float | None = None,
@@ -50,6 +57,7 @@ def dataset_request(
         n: samples to make (the server checks the limits).
         modalities: modalities to synthesize, e.g. ``["t1", "flair"]``.
         lesion_source: ``"library"``, ``"none"`` or the id of an uploaded lesion set.
+        structure_source: ``"noise"`` or the id of an uploaded scan set (:func:`scan_set`).
         seed: the dataset's seed; None: the server picks one.
         layout: ``"brats"``, ``"brats2023"`` or ``"nnunet"``; None: the server's default.
         dice: lesion-filter Dice threshold in [0, 1]; None: the artifacts' default.
@@ -61,6 +69,8 @@ def dataset_request(
         The request body.
     """
     request: dict[str, Any] = {"n": n, "modalities": list(modalities), "lesion_source": lesion_source}
+    if structure_source != "noise":
+        request["structure_source"] = structure_source
     if seed is not None:
         request["seed"] = seed
     if layout is not None:
@@ -113,6 +123,39 @@ def _check(response: httpx.Response) -> None:
         )
 
 
+def scan_set(client: httpx.Client, files: Mapping[str, Path]) -> str:
+    """The id of a scan set of the caller's holding these files: one uploaded before (same sha256 of
+    every file), else a new one (``POST /scan-sets``, multipart fields named by the keys).
+
+    Args:
+        client: client of the server (:func:`open_client`).
+        files: file key (``t1``, ``t1ce``, ``t2``, ``flair``, ``seg``) -> NIfTI file of one case.
+
+    Raises:
+        GenerateError: the server refused the files (its detail says which and why) or could not be
+            reached.
+    """
+    digests = {key: sha256_file(path) for key, path in files.items()}
+    try:
+        listed = client.get("/scan-sets")
+        _check(listed)
+        known = next((s for s in listed.json()["scan_sets"] if s["sha256"] == digests), None)
+        if known is not None:
+            log.info("scan set %s: uploaded before", known["id"])
+            return str(known["id"])
+        with ExitStack() as stack:
+            parts = {key: (path.name, stack.enter_context(path.open("rb"))) for key, path in files.items()}
+            response = client.post("/scan-sets", files=parts, timeout=UPLOAD_TIMEOUT_S)
+    except httpx.TransportError as error:
+        raise GenerateError(
+            f"cannot reach the server at {client.base_url} ({error}); is `mrisynth serve` running there?"
+        ) from error
+    _check(response)
+    uploaded: dict[str, Any] = response.json()
+    log.info("scan set %s: %s of shape %s", uploaded["id"], sorted(files), uploaded["shape"])
+    return str(uploaded["id"])
+
+
 def _create(client: httpx.Client, request: dict[str, Any], key: str) -> dict[str, Any]:
     response = client.post("/datasets", json=request, headers={"Idempotency-Key": key})
     _check(response)
@@ -122,7 +165,8 @@ def _create(client: httpx.Client, request: dict[str, Any], key: str) -> dict[str
 
 
 def _follow(client: httpx.Client, dataset: dict[str, Any], poll_interval_s: float) -> dict[str, Any]:
-    """Poll the dataset's status until it is finished, with a progress bar of accepted samples.
+    """Poll the dataset's status until it is finished, with a progress bar of accepted samples, or for a
+    dataset on a scan (volumes, made a batch of slices at a time) of slices made, volumes in the postfix.
 
     Raises:
         GenerateError: the dataset failed (with the server's error) or was cancelled.
@@ -133,9 +177,13 @@ def _follow(client: httpx.Client, dataset: dict[str, Any], poll_interval_s: floa
             _check(response)
             status: dict[str, Any] = response.json()
             progress = status["progress"]
-            bar.total = progress["target"]
-            bar.set_postfix(progress["rejected"], refresh=False)
-            bar.update(progress["accepted"] - bar.n)
+            if progress.get("slices_total") is not None:
+                bar.unit, bar.total, done = "slice", progress["slices_total"], progress["slices_done"]
+                bar.set_postfix(volumes=f"{progress['accepted']}/{progress['target']}", refresh=False)
+            else:
+                bar.total, done = progress["target"], progress["accepted"]
+                bar.set_postfix(progress["rejected"], refresh=False)
+            bar.update(done - bar.n)
             if status["state"] == "finished":
                 return status
             if status["state"] == "failed":

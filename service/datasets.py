@@ -1,15 +1,16 @@
 """Datasets on behalf of an owner: create (with idempotency keys and limits), find, list, delete.
 
-Creating one checks, in order: ``n`` against ``max_n``, the lesion source (the caller's own lesion set),
-the idempotency key (a replay returns the first dataset), the owner's quotas and active jobs. Only
-then is the record saved and the jobs queued (:func:`worker.jobs.enqueue_dataset`); if that fails,
-record, reservation, key and any job already queued are undone, so a refused or failed request leaves
-nothing behind.
+Creating one checks, in order: ``n`` against ``max_n``, the lesion and structure sources (the caller's
+own lesion set, scan set), the idempotency key (a replay returns the first dataset), the owner's quotas
+and active jobs. Only then is the record saved and the jobs queued (:func:`worker.jobs.enqueue_dataset`);
+if that fails, record, reservation, key and any job already queued are undone, so a refused or failed
+request leaves nothing behind.
 """
 
 import hashlib
 import json
 import logging
+import math
 import secrets
 import shutil
 import uuid
@@ -22,13 +23,21 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.context import ServiceContext
-from service.lesion_sets import find_lesion_set, lesion_set_dir
 from service.quotas import check_dataset_quota
 from service.schemas import MAX_SEED, DatasetCreate, Progress
 from service.status import expire_if_due, refresh
-from service.store import FINAL_STATES, DatasetRecord
+from service.store import (
+    FINAL_STATES,
+    LESION_SETS,
+    SCAN_SETS,
+    DatasetRecord,
+    R,
+    TranslationUpload,
+    UploadKind,
+)
+from service.uploads import find_upload, upload_dir
 from worker.jobs import cancel_dataset, dataset_dir, enqueue_dataset, owner_queue
-from worker.request import LesionSourceName
+from worker.request import LesionSourceName, StructureSourceName
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +49,39 @@ def _not_found(dataset_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"dataset_id: no dataset {dataset_id!r}")
 
 
+def _uploaded(
+    context: ServiceContext, owner: str, kind: UploadKind[R], source: str, field: str, names: str
+) -> R:
+    """The owner's set ``source`` of a kind, else 422 naming ``field`` and its built-in ``names``."""
+    record = find_upload(context, kind, owner, source)
+    if record is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{field}: no {kind.noun} {source!r} of yours; use {names} or the id of a {kind.noun} you "
+            f"uploaded (POST /{kind.plural})",
+        )
+    return record
+
+
 def _lesion_source(context: ServiceContext, owner: str, source: str) -> LesionSourceName | Path:
     """``library``, ``none``, or the directory of the owner's lesion set ``source`` (else 422)."""
     if source == "library":
         return "library"
     if source == "none":
         return "none"
-    lesion_set = find_lesion_set(context, owner, source)
-    if lesion_set is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"lesion_source: no lesion set {source!r} of yours; use 'library', 'none' or the id "
-            "of a lesion set you uploaded (POST /lesion-sets)",
-        )
-    return lesion_set_dir(context.settings, lesion_set.id)
+    record = _uploaded(context, owner, LESION_SETS, source, "lesion_source", "'library', 'none'")
+    return upload_dir(context.settings, LESION_SETS, record.id)
+
+
+def _structure_source(
+    context: ServiceContext, owner: str, source: str
+) -> tuple[StructureSourceName | Path, int]:
+    """``noise``, or the directory of the owner's scan set ``source`` (else 422), and the slices each
+    sample has: 1, or the scan's axial slices."""
+    if source == "noise":
+        return "noise", 1
+    record = _uploaded(context, owner, SCAN_SETS, source, "structure_source", "'noise'")
+    return upload_dir(context.settings, SCAN_SETS, record.id), math.prod(record.shape[2:])
 
 
 def _replay(context: ServiceContext, owner: str, key_hash: str, fingerprint: str) -> DatasetRecord | None:
@@ -90,13 +118,21 @@ def _drop_jobs(context: ServiceContext, record: DatasetRecord) -> None:
 
 
 def create_dataset(
-    context: ServiceContext, owner: str, body: DatasetCreate, idempotency_key: str | None
+    context: ServiceContext,
+    owner: str,
+    body: DatasetCreate,
+    idempotency_key: str | None,
+    translation: TranslationUpload | None = None,
 ) -> DatasetRecord:
     """Queue a dataset for the owner, or return the one the same idempotency key made.
 
+    With ``translation`` (:mod:`service.translations`), the dataset translates that uploaded scan: its id
+    and folder are the upload's, ``structure_source`` its scan folder, ``task`` ``translation``.
+
     Raises:
-        HTTPException: 422 for ``n`` above ``max_n`` or a lesion source that is not the caller's,
-            409 for a reused idempotency key or a quota of the owner, 429 for too many active datasets.
+        HTTPException: 422 for ``n`` above ``max_n`` (on a scan: ``n`` times its slices), or a lesion or
+            structure source that is not the caller's; 409 for a reused idempotency key or a quota of the
+            owner; 429 for too many active datasets.
     """
     settings, store = context.settings, context.store
     if body.n > settings.max_n:
@@ -105,6 +141,19 @@ def create_dataset(
             f"n: at most {settings.max_n} samples per dataset (the service's max_n), got {body.n}",
         )
     lesion_source = _lesion_source(context, owner, body.lesion_source)
+    structure_source: StructureSourceName | Path
+    if translation is not None:
+        structure_source, slices, scan = translation.folder, translation.slices, "the uploaded scan's"
+    else:
+        structure_source, slices = _structure_source(context, owner, body.structure_source)
+        scan = "the scan set's"
+    if body.n * slices > settings.max_n:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"n: {body.n} volumes of {scan} {slices} slices are {body.n * slices} slices, more than the "
+            f"{settings.max_n} a dataset may make (the service's max_n)",
+        )
+    on_scan = isinstance(structure_source, Path)
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True)
     fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
     key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
@@ -112,14 +161,24 @@ def create_dataset(
         return replayed
     check_dataset_quota(context, owner)
     record = DatasetRecord(
-        id=uuid.uuid4().hex,
+        id=translation.dataset_id if translation is not None else uuid.uuid4().hex,
         owner=owner,
         created_at=datetime.now(UTC),
         request=body,
         seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
         lesion_source=lesion_source,
+        structure_source=structure_source,
+        task="translation" if translation is not None else "synthesis",
         chunk_size=settings.chunk_size,
-        progress=Progress(accepted=0, target=body.n, rejected={}, samples_per_s=None, eta_s=None),
+        progress=Progress(
+            accepted=0,
+            target=body.n,
+            rejected={},
+            samples_per_s=None,
+            eta_s=None,
+            slices_done=0 if on_scan else None,
+            slices_total=body.n * slices if on_scan else None,
+        ),
     )
     if not store.reserve_active(owner, record.id, settings.max_active_jobs_per_key):
         raise HTTPException(

@@ -21,7 +21,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from mrisynth.artifacts import sha256_file
 from worker.lesions import LabelLimits, read_file_work, read_label_files, set_work
+from worker.scans import read_scan
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,33 @@ def check_label_uploads(
         except ValueError as error:
             raise UploadError(f"{field}: {_hide(path, str(error))}") from error
     return slices
+
+
+def check_scan_uploads(
+    files: list[Path], keys: list[str], limits: LabelLimits
+) -> tuple[tuple[int, ...], dict[str, str]]:
+    """Check a staged scan as the worker will read it (:func:`worker.scans.read_scan`): the headers and
+    their total first, then the voxels; run in a parser process.
+
+    Args:
+        files: the staged files.
+        keys: the file key of each (``t1``, ``t1ce``, ``t2``, ``flair``, ``seg``).
+        limits: what the scan may cost (the lesion sets' limits).
+
+    Returns:
+        The scan's shape as uploaded, and each file's sha256 (hex) by key.
+
+    Raises:
+        UploadError: ``<key>: why`` for a bad file (a modality or ``seg``), ``files: why`` for the set.
+    """
+    try:
+        shape = read_scan(dict(zip(keys, files, strict=True)), limits).shape
+        return shape, {key: sha256_file(path) for key, path in zip(keys, files, strict=True)}
+    except ValueError as error:
+        text = str(error)
+        for path in files:
+            text = _hide(path, text)
+        raise UploadError(text) from error
 
 
 PARENT_POLL_S = 1.0

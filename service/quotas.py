@@ -1,18 +1,21 @@
 """Per-key quotas: what one owner may store, so that one key filling its share locks out no other.
 
-An owner's bytes are its datasets' folders under ``data_dir/datasets/<id>`` (walked) and its lesion
-sets (their records' ``size_bytes``); its stored datasets are those with a folder or queued or running;
-its lesion sets those of its index (:meth:`service.store.Store.lesion_sets`). At a quota new datasets
-and lesion sets of that owner are refused with 409 naming the setting; other owners are not concerned.
+An owner's bytes are its datasets' folders under ``data_dir/datasets/<id>`` (walked) and its uploaded
+lesion and scan sets (their records' ``size_bytes``); its stored datasets are those with a folder or
+queued or running; its sets those of its indexes (:meth:`service.store.Store.uploads`), each kind held to
+``max_lesion_sets_per_owner``. At a quota new datasets and sets of that owner are refused with 409 naming
+the setting; other owners are not concerned.
 """
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException, status
 
 from service.context import ServiceContext
+from service.store import UPLOAD_KINDS, UploadKind
 from worker.jobs import dataset_dir
 
 DATASETS = "max_datasets_per_owner"
@@ -37,14 +40,14 @@ class Usage:
     """What an owner stores.
 
     Attributes:
-        bytes: its datasets' folders and its lesion sets, in bytes.
+        bytes: its datasets' folders and its uploaded sets, in bytes.
         datasets: its datasets with a folder, or queued or running.
-        lesion_sets: its lesion sets.
+        uploads: its uploaded sets, by kind (:attr:`service.store.UploadKind.key`).
     """
 
     bytes: int
     datasets: int
-    lesion_sets: int
+    uploads: dict[str, int]
 
 
 def usage(context: ServiceContext, owner: str) -> Usage:
@@ -52,12 +55,14 @@ def usage(context: ServiceContext, owner: str) -> Usage:
     settings, store = context.settings, context.store
     folders = {dataset_id: dataset_dir(settings, dataset_id) for dataset_id in store.dataset_ids(owner)}
     stored = {dataset_id for dataset_id, folder in folders.items() if folder.is_dir()}
-    lesion_sets = store.lesion_sets(owner)
+    uploads = {
+        kind.key: [record.size_bytes for record in store.uploads(kind, owner)] for kind in UPLOAD_KINDS
+    }
     return Usage(
         bytes=sum(disk_usage(folders[dataset_id]) for dataset_id in stored)
-        + sum(record.size_bytes for record in lesion_sets),
+        + sum(sum(sizes) for sizes in uploads.values()),
         datasets=len(stored | store.active_ids(owner)),
-        lesion_sets=len(lesion_sets),
+        uploads={key: len(sizes) for key, sizes in uploads.items()},
     )
 
 
@@ -86,20 +91,20 @@ def check_dataset_quota(context: ServiceContext, owner: str) -> None:
         raise _full(f"this key stores {used.datasets} datasets, the most it may (the service's {DATASETS})")
 
 
-def lesion_sets_full(count: int) -> HTTPException:
-    """The 409 for an owner holding ``count`` lesion sets, at ``max_lesion_sets_per_owner``."""
+def uploads_full(kind: UploadKind[Any], count: int) -> HTTPException:
+    """The 409 for an owner holding ``count`` sets of a kind, at ``max_lesion_sets_per_owner``."""
     return _full(
-        f"this key stores {count} lesion sets, the most it may (the service's max_lesion_sets_per_owner)"
+        f"this key stores {count} {kind.noun}s, the most it may (the service's max_lesion_sets_per_owner)"
     )
 
 
-def check_lesion_set_quota(context: ServiceContext, owner: str, adding: int = 0) -> None:
-    """Refuse a new lesion set of an owner (of ``adding`` bytes, once known) at its quotas.
+def check_upload_quota(context: ServiceContext, owner: str, kind: UploadKind[Any], adding: int = 0) -> None:
+    """Refuse a new set of a kind (of ``adding`` bytes, once known) of an owner at its quotas.
 
     Raises:
         HTTPException: 409 naming ``max_lesion_sets_per_owner`` or ``owner_disk_quota_bytes``.
     """
     used = usage(context, owner)
-    if used.lesion_sets >= context.settings.max_lesion_sets_per_owner:
-        raise lesion_sets_full(used.lesion_sets)
+    if used.uploads[kind.key] >= context.settings.max_lesion_sets_per_owner:
+        raise uploads_full(kind, used.uploads[kind.key])
     _check_bytes(context, used.bytes, adding)

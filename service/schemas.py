@@ -49,6 +49,10 @@ class DatasetCreate(BaseModel):
         modalities: non-empty subset of t1, t1ce, t2, flair without repeats; default all four.
         lesion_source: ``library`` (the model's lesion library, default), ``none`` (healthy brains) or
             the id of one of the caller's lesion sets (``POST /lesion-sets``).
+        structure_source: ``noise`` (default: structural maps decoded from noise, Sec. 2.3, each sample
+            one 2D slice) or the id of one of the caller's scan sets (``POST /scan-sets``): each sample is
+            then a volume on that scan's grid, its own structure with lesions placed inside its brain
+            (Sec. 2.5; ``docs/translations.md``); the quality filters do not apply to it.
         seed: 0 to 2**32 - 1; same seed, model and request, same samples. Default: a random seed,
             reported back.
         layout: file layout of the bundle: ``brats`` (default), ``brats2023`` or ``nnunet``.
@@ -71,7 +75,19 @@ class DatasetCreate(BaseModel):
     modalities: list[Modality] = Field(
         default_factory=lambda: list(get_args(Modality)), min_length=1, max_length=4
     )
-    lesion_source: str = Field(default="library", min_length=1, max_length=64)
+    lesion_source: str = Field(
+        default="library",
+        min_length=1,
+        max_length=64,
+        description="library, none or the id of one of your lesion sets (POST /lesion-sets)",
+    )
+    structure_source: str = Field(
+        default="noise",
+        min_length=1,
+        max_length=64,
+        description="noise (structure decoded from noise, 2D samples) or the id of one of your scan sets "
+        "(POST /scan-sets): volumes on that scan's grid, its structure with lesions placed in its brain",
+    )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     layout: BundleLayout = Field(default=BundleLayout.BRATS, strict=False)
     case_prefix: str | None = Field(default=None, pattern=CASE_PREFIX_PATTERN)
@@ -125,7 +141,13 @@ class Progress(BaseModel):
         rejected: candidates rejected so far, by filter: ``structure`` (Algorithm 3), ``lesion`` (no
             lesion fitted in the brain) and ``dice`` (the lesion filter).
         samples_per_s: accepted samples per second since the first chunk started; null before.
-        eta_s: seconds left at that rate; null before the first sample, 0 when finished.
+        eta_s: seconds left at that rate (for a dataset on a scan, at its rate of slices); null before the
+            first sample (slice), 0 when finished.
+        slices_done: for a dataset on a scan (``structure_source`` a scan set, or a translation), whose
+            samples are volumes: axial slices made so far, all volumes together, counted after each
+            batch of slices; null for a dataset from noise (each of its samples is one slice).
+        slices_total: for a dataset on a scan, the axial slices to make: ``target`` times the scan's;
+            null for a dataset from noise.
     """
 
     accepted: int
@@ -133,6 +155,12 @@ class Progress(BaseModel):
     rejected: dict[str, int]
     samples_per_s: float | None
     eta_s: float | None
+    slices_done: int | None = Field(
+        default=None, description="datasets on a scan: axial slices made so far; null for noise datasets"
+    )
+    slices_total: int | None = Field(
+        default=None, description="datasets on a scan: axial slices to make; null for noise datasets"
+    )
 
 
 class DatasetPublic(BaseModel):
@@ -196,6 +224,34 @@ class LesionSetList(BaseModel):
     """``GET /lesion-sets``: the caller's lesion sets, newest first."""
 
     lesion_sets: list[LesionSetPublic]
+
+
+class ScanSetPublic(BaseModel):
+    """An uploaded scan set, one case: pass its id as a dataset's ``structure_source``.
+
+    Attributes:
+        id: the scan set's id.
+        files: file key (``t1``, ``t1ce``, ``t2``, ``flair``, ``seg``) -> the uploaded file's name.
+        shape: the files' shape, (X, Y) for one axial slice or (X, Y, Z).
+        sha256: file key -> the file's sha256 (hex), so a client finds the set it uploaded before.
+        size_bytes: bytes stored.
+        created_at: when it was uploaded (UTC).
+        expires_at: when it is removed (UTC): ``lesion_set_ttl_s`` after its upload, as lesion sets.
+    """
+
+    id: str
+    files: dict[str, str] = Field(description="file key (t1, t1ce, t2, flair, seg) -> uploaded file name")
+    shape: list[int] = Field(description="the files' shape: (X, Y) for one axial slice, or (X, Y, Z)")
+    sha256: dict[str, str] = Field(description="file key -> the uploaded file's sha256 (hex)")
+    size_bytes: int
+    created_at: datetime
+    expires_at: datetime
+
+
+class ScanSetList(BaseModel):
+    """``GET /scan-sets``: the caller's scan sets, newest first."""
+
+    scan_sets: list[ScanSetPublic]
 
 
 class Health(BaseModel):

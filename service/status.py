@@ -2,8 +2,10 @@
 
 A dataset's record (:mod:`service.store`) is brought up to date by :func:`refresh` whenever it is read
 and by the periodic :func:`sweep`: the chunk jobs' ``meta["progress"]`` give the progress (cached in
-the record, as RQ drops finished jobs after a while), the assembly job the outcome. The first process
-to see a dataset end records it (:meth:`~service.store.Store.claim_final`, given back if recording
+the record, as RQ drops finished jobs after a while), the assembly job the outcome. A dataset on an
+uploaded scan is one job (:mod:`worker.scan_jobs`), whose ``meta["progress"]``, a
+:class:`~worker.scan_jobs.ScanProgress` saved after every batch of slices, gives its progress. The first
+process to see a dataset end records it (:meth:`~service.store.Store.claim_final`, given back if recording
 fails, so that the next refresh tries again): it hashes a finished zip once, or removes a failed
 dataset's files. A finished bundle is removed ``bundle_ttl_s`` after it
 finished (:func:`expire_if_due`, at access and in the sweep); its record stays a while as ``expired``.
@@ -22,10 +24,11 @@ from rq.serializers import JSONSerializer
 
 from mrisynth.artifacts import sha256_file
 from service.context import ServiceContext
-from service.lesion_sets import expire_lesion_sets
 from service.schemas import DatasetPublic, Progress
-from service.store import FINAL_STATES, DatasetRecord
+from service.store import FINAL_STATES, UPLOAD_KINDS, DatasetRecord
+from service.uploads import expire_uploads
 from worker.jobs import bundle_path, cancel_dataset, dataset_dir
+from worker.scan_jobs import ScanProgress
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,29 @@ def _progress(record: DatasetRecord, chunks: dict[int, dict[str, Any]], end: dat
     )
 
 
+def _scan_progress(record: DatasetRecord, assembly: Job | None, end: datetime) -> Progress:
+    """The progress of a dataset on a scan from its job's :class:`~worker.scan_jobs.ScanProgress`, timed
+    from its start to ``end``; the record's last one while the job has reported none."""
+    reported = assembly.meta.get("progress") if assembly is not None else None
+    if not reported:
+        return record.progress
+    scan = ScanProgress.model_validate(reported)
+    rate = eta = None
+    if record.started_at is not None and scan.slices_done:
+        elapsed = max((end - record.started_at).total_seconds(), 1e-3)
+        rate = scan.accepted / elapsed if scan.accepted else None
+        eta = (scan.slices_total - scan.slices_done) * elapsed / scan.slices_done
+    return record.progress.model_copy(
+        update={
+            "accepted": scan.accepted,
+            "samples_per_s": rate,
+            "eta_s": eta,
+            "slices_done": scan.slices_done,
+            "slices_total": scan.slices_total,
+        }
+    )
+
+
 def _ending(
     context: ServiceContext, record: DatasetRecord, assembly: Job | None, chunks: list[Job | None]
 ) -> tuple[str, str | None] | None:
@@ -100,7 +126,10 @@ def _end(
     if state == "finished":
         path = bundle_path(settings, record.id)
         record.sha256, record.size_bytes = sha256_file(path), path.stat().st_size
-        record.progress = record.progress.model_copy(update={"accepted": record.request.n, "eta_s": 0.0})
+        whole = {"accepted": record.request.n, "eta_s": 0.0}
+        if record.progress.slices_total is not None:
+            whole["slices_done"] = record.progress.slices_total
+        record.progress = record.progress.model_copy(update=whole)
         record.state = "finished"
         fields = {"state", "progress", "sha256", "size_bytes", "started_at", "ended_at", "error"}
         store.update_dataset(record, fields)
@@ -139,13 +168,18 @@ def refresh(context: ServiceContext, record: DatasetRecord) -> DatasetRecord:
     }
     cached = store.chunk_progress(record.id)
     store.save_chunk_progress(record.id, {c: p for c, p in seen.items() if cached.get(c) != p})
-    started = [moment for job in chunks if job and (moment := _utc(job.started_at)) is not None]
+    on_scan = record.spec().on_scan
+    runs = [assembly] if on_scan else chunks
+    started = [moment for job in runs if job and (moment := _utc(job.started_at)) is not None]
     if record.started_at is None and started:
         record.started_at = min(started)
     ending = _ending(context, record, assembly, chunks)
     now = datetime.now(UTC)
     ended = (_utc(assembly.ended_at) if assembly is not None else None) or now
-    record.progress = _progress(record, cached | seen, ended if ending else now)
+    if on_scan:
+        record.progress = _scan_progress(record, assembly, ended if ending else now)
+    else:
+        record.progress = _progress(record, cached | seen, ended if ending else now)
     if ending is None:
         record.state = "running" if started else "queued"
         if record.model_dump(include=_TRACKED) != before:
@@ -202,7 +236,7 @@ def public(context: ServiceContext, record: DatasetRecord) -> DatasetPublic:
 
 def sweep(context: ServiceContext) -> None:
     """Refresh every unfinished dataset, remove expired bundles, unindex records Redis dropped, remove
-    the files of expired lesion sets that no queued or running dataset uses."""
+    the files of expired lesion and scan sets that no queued or running dataset uses."""
     in_use: set[Path] = set()
     for dataset_id in context.store.dataset_ids():
         try:
@@ -211,11 +245,13 @@ def sweep(context: ServiceContext) -> None:
                 context.store.unindex_dataset(dataset_id)
             else:
                 record = expire_if_due(context, refresh(context, record))
-                if record.state not in FINAL_STATES and isinstance(record.lesion_source, Path):
-                    in_use.add(record.lesion_source)
+                if record.state not in FINAL_STATES:
+                    sources = (record.lesion_source, record.structure_source)
+                    in_use |= {source for source in sources if isinstance(source, Path)}
         except (RedisError, OSError) as error:
             log.warning("sweep: dataset %s: %s", dataset_id, error)
-    try:
-        expire_lesion_sets(context, in_use)
-    except (RedisError, OSError) as error:
-        log.warning("sweep: lesion sets: %s", error)
+    for kind in UPLOAD_KINDS:
+        try:
+            expire_uploads(context, kind, in_use)
+        except (RedisError, OSError) as error:
+            log.warning("sweep: %ss: %s", kind.noun, error)

@@ -8,25 +8,27 @@ Keys, under ``mrisynth:<queue>:`` (one deployment per queue):
 - ``owner:<owner>:datasets``: the same per owner; ``owner:<owner>:active``: set of its queued or
   running dataset ids, the per-key job limit;
 - ``idempotency:<owner>:<sha256 of the key>``: ``<dataset id> <request fingerprint>``, expiring;
-- ``lesion-set:<id>``: hash of a :class:`LesionSetRecord`, expiring at its ``expires_at``;
-  ``owner:<owner>:lesion-sets``: sorted set of the owner's lesion set ids by creation time (ids whose
+- ``lesion-set:<id>`` and ``scan-set:<id>``: hash of an uploaded set's record (:data:`LESION_SETS`,
+  :data:`SCAN_SETS`), expiring at its ``expires_at``; ``owner:<owner>:lesion-sets`` and
+  ``owner:<owner>:scan-sets``: sorted set of the owner's set ids of that kind by creation time (ids whose
   record expired are dropped from it when it is read).
 
 Owners are the sha256 of their API key (:func:`service.auth.owner_of`), never the key.
 """
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
-from service.schemas import DatasetCreate, DatasetState, LesionSetPublic, Progress
+from service.schemas import DatasetCreate, DatasetState, LesionSetPublic, Progress, ScanSetPublic
 from worker.jobs import DatasetSpec, assembly_job_id, chunk_job_id
-from worker.request import LesionSourceName, SynthesisRequest
+from worker.request import LesionSourceName, StructureSourceName, SynthesisRequest
 
 RecordState = DatasetState | Literal["expired"]
 """A dataset's stored state: the public ones, and ``expired`` once its bundle was removed."""
@@ -45,6 +47,9 @@ class DatasetRecord(BaseModel):
         request: the request as the client sent it.
         seed: the seed used: the request's, or a random one drawn for it.
         lesion_source: what the jobs got: ``library``, ``none`` or a lesion set's directory.
+        structure_source: ``noise``, or a scan's folder: a scan set's (``POST /scan-sets``) or, for a
+            translation, the scan uploaded with it (inside the dataset's own folder, so it goes with it).
+        task: ``synthesis`` or ``translation`` (``POST /translations``) of the scan.
         chunk_size: samples per chunk job.
         state: see :data:`RecordState`.
         progress: the last progress seen.
@@ -61,6 +66,8 @@ class DatasetRecord(BaseModel):
     request: DatasetCreate
     seed: int
     lesion_source: LesionSourceName | Path
+    structure_source: StructureSourceName | Path = "noise"
+    task: Literal["synthesis", "translation"] = "synthesis"
     chunk_size: int
     state: RecordState = "queued"
     progress: Progress
@@ -80,12 +87,18 @@ class DatasetRecord(BaseModel):
             request=SynthesisRequest(
                 modalities=tuple(asked.modalities),
                 lesion_source=self.lesion_source,
+                structure_source=self.structure_source,
                 thresholds=asked.thresholds,
                 lesion=asked.lesion,
             ),
             bundle=asked.bundle_options(),
             chunk_size=self.chunk_size,
+            task=self.task,
         )
+
+    def uses(self, folder: Path) -> bool:
+        """Whether the dataset reads an uploaded set's folder, as its lesion or structure source."""
+        return folder in (self.lesion_source, self.structure_source)
 
     def job_ids(self) -> list[str]:
         """RQ job ids of the dataset: its assembly job's, then each chunk job's in order."""
@@ -93,10 +106,71 @@ class DatasetRecord(BaseModel):
         return [assembly_job_id(self.id), *(chunk_job_id(self.id, chunk) for chunk in chunks)]
 
 
+@dataclass(frozen=True)
+class TranslationUpload:
+    """A scan checked and staged for a new translation (:mod:`service.translations`).
+
+    Attributes:
+        dataset_id: the dataset's id, chosen before the upload was staged.
+        folder: the scan's folder, ``<dataset folder>/scan``.
+        slices: the scan's axial slices (1 for a 2D scan).
+    """
+
+    dataset_id: str
+    folder: Path
+    slices: int
+
+
 class LesionSetRecord(LesionSetPublic):
     """An uploaded lesion set and its owner (sha256 hex of the owner's API key)."""
 
     owner: str
+
+
+class ScanSetRecord(ScanSetPublic):
+    """An uploaded scan set and its owner (sha256 hex of the owner's API key)."""
+
+    owner: str
+
+
+R = TypeVar("R", LesionSetRecord, ScanSetRecord)
+"""The record of an uploaded set."""
+
+
+@dataclass(frozen=True)
+class UploadKind(Generic[R]):
+    """A kind of uploaded set: how its records are keyed and named.
+
+    Attributes:
+        noun: what one is called in messages, ``lesion set``.
+        key: its record's key stem, ``lesion-set``; ``<key>s`` names its owner index, its folder under
+            ``data_dir`` and its route.
+        record: its record class.
+    """
+
+    noun: str
+    key: str
+    record: type[R]
+
+    @property
+    def plural(self) -> str:
+        """``lesion-sets``: the owner index, the ``data_dir`` folder and the route of the kind."""
+        return self.key + "s"
+
+    @property
+    def id_field(self) -> str:
+        """The path parameter naming one, ``lesion_set_id``."""
+        return self.key.replace("-", "_") + "_id"
+
+
+LESION_SETS = UploadKind("lesion set", "lesion-set", LesionSetRecord)
+"""Label files to draw lesions from (``POST /lesion-sets``)."""
+
+SCAN_SETS = UploadKind("scan set", "scan-set", ScanSetRecord)
+"""One case's registered modalities to synthesize on (``POST /scan-sets``)."""
+
+UPLOAD_KINDS: tuple[UploadKind[Any], ...] = (LESION_SETS, SCAN_SETS)
+"""Every kind of uploaded set."""
 
 
 def _text(value: bytes | str) -> str:
@@ -125,7 +199,7 @@ def _load(raw: dict[bytes | str, bytes | str]) -> dict[str, Any]:
 
 
 class Store:
-    """Dataset and lesion-set records in one Redis database.
+    """Dataset and uploaded-set records in one Redis database.
 
     Args:
         redis: a client with ``decode_responses=True``.
@@ -277,15 +351,15 @@ class Store:
         """Unbind an idempotency key (its dataset could not be made)."""
         self.redis.delete(self._key("idempotency", owner, key_hash))
 
-    def add_lesion_set(self, record: LesionSetRecord, limit: int) -> bool:
-        """Save a lesion set's record, expiring at its ``expires_at``, and index it under its owner,
-        unless that makes the owner hold more than ``limit`` (then nothing is saved).
+    def add_upload(self, kind: UploadKind[R], record: R, limit: int) -> bool:
+        """Save an uploaded set's record, expiring at its ``expires_at``, and index it under its owner,
+        unless that makes the owner hold more than ``limit`` sets of its kind (then nothing is saved).
 
         Adding first and counting after means two racing uploads can both be refused, never both let
         through past the limit.
         """
-        key, index = self._key("lesion-set", record.id), self._key("owner", record.owner, "lesion-sets")
-        self.lesion_sets(record.owner)
+        key, index = self._key(kind.key, record.id), self._key("owner", record.owner, kind.plural)
+        self.uploads(kind, record.owner)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=_dump(record))
             pipe.expireat(key, record.expires_at)
@@ -293,31 +367,31 @@ class Store:
             pipe.zcard(index)
             *_, count = pipe.execute()
         if count > limit:
-            self.forget_lesion_set(record)
+            self.forget_upload(kind, record)
             return False
         return True
 
-    def get_lesion_set(self, lesion_set_id: str) -> LesionSetRecord | None:
-        """The lesion set's record, or None."""
-        raw = self.redis.hgetall(self._key("lesion-set", lesion_set_id))
-        return LesionSetRecord.model_validate(_load(raw)) if raw else None
+    def get_upload(self, kind: UploadKind[R], upload_id: str) -> R | None:
+        """The uploaded set's record, or None."""
+        raw = self.redis.hgetall(self._key(kind.key, upload_id))
+        return kind.record.model_validate(_load(raw)) if raw else None
 
-    def lesion_sets(self, owner: str) -> list[LesionSetRecord]:
-        """The owner's lesion sets, newest first; ids whose record expired leave its index."""
-        index = self._key("owner", owner, "lesion-sets")
+    def uploads(self, kind: UploadKind[R], owner: str) -> list[R]:
+        """The owner's sets of a kind, newest first; ids whose record expired leave its index."""
+        index = self._key("owner", owner, kind.plural)
         ids = [_text(member) for member in cast(list[bytes | str], self.redis.zrevrange(index, 0, -1))]
         with self.redis.pipeline() as pipe:
-            for lesion_set_id in ids:
-                pipe.hgetall(self._key("lesion-set", lesion_set_id))
+            for upload_id in ids:
+                pipe.hgetall(self._key(kind.key, upload_id))
             rows = pipe.execute()
-        gone = [lesion_set_id for lesion_set_id, raw in zip(ids, rows, strict=True) if not raw]
+        gone = [upload_id for upload_id, raw in zip(ids, rows, strict=True) if not raw]
         if gone:
             self.redis.zrem(index, *gone)
-        return [LesionSetRecord.model_validate(_load(raw)) for raw in rows if raw]
+        return [kind.record.model_validate(_load(raw)) for raw in rows if raw]
 
-    def forget_lesion_set(self, record: LesionSetRecord) -> None:
-        """Drop a lesion set's record and its index entry."""
+    def forget_upload(self, kind: UploadKind[R], record: R) -> None:
+        """Drop an uploaded set's record and its index entry."""
         with self.redis.pipeline() as pipe:
-            pipe.delete(self._key("lesion-set", record.id))
-            pipe.zrem(self._key("owner", record.owner, "lesion-sets"), record.id)
+            pipe.delete(self._key(kind.key, record.id))
+            pipe.zrem(self._key("owner", record.owner, kind.plural), record.id)
             pipe.execute()

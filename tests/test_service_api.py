@@ -215,6 +215,7 @@ def test_post_poll_download_and_open_the_niftis(
     progress = dataset["progress"]
     assert progress["accepted"] == progress["target"] == dataset["n"] == 3 and progress["eta_s"] == 0
     assert progress["samples_per_s"] > 0 and set(progress["rejected"]) == {"structure", "lesion", "dice"}
+    assert progress["slices_done"] is None and progress["slices_total"] is None, "only datasets on a scan"
     assert dataset["size_bytes"] == len(bundle) and dataset["sha256"] == hashlib.sha256(bundle).hexdigest()
     assert dataset["expires_at"] > dataset["created_at"]
     head = api.get(dataset["download_url"], headers=A)
@@ -369,7 +370,8 @@ def test_bad_uploads_get_a_4xx_and_leave_nothing(
         (_upload(api, ("ok.nii.gz", edema_only), ("scan.png", b"\x89PNG\r\n\x1a\n" + b"0" * 500)), 422,
          "files[1] (scan.png): not a NIfTI image"),
         (_upload(api, ("seg.nii.gz", nifti_file(wrong_values))), 422,
-         "files[0] (seg.nii.gz): label values must be in (0, 1, 2, 4), found [3]"),
+         "files[0] (seg.nii.gz): label values must be in (0, 1, 2, 4), found [3]; these labels are BraTS "
+         "2018-2021's (1 necrotic core, 2 edema, 4 enhancing tumour): 3 is enhancing tumour in BraTS 2023"),
         (_upload(api, ("empty.nii.gz", nifti_file(empty))), 422, "files[0] (empty.nii.gz): none of"),
         (_upload(api, ("4d.nii.gz", nifti_file(four_d))), 422, "files[0] (4d.nii.gz): a label must be 2D"),
         (_upload(api, ("neg.nii", patched_header(plain, 40, "<4h", 3, 16, 16, -5))), 422,

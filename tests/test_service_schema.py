@@ -2,10 +2,10 @@
 
 The app runs in-process (``schemathesis.openapi.from_asgi``) on the real redis-server of the session,
 without a worker: datasets are queued and never run. ``/readyz`` is left out, as it answers 503 by
-design while no worker runs (``tests/test_service_api.py`` checks it both ways). Two bodies have rules
-no schema can state, answered 422 naming the field: a ``lesion_source`` must be a lesion set of the
-caller's, and uploaded files real NIfTI labels; for those two operations 422 also counts as accepting
-schema-valid data.
+design while no worker runs (``tests/test_service_api.py`` checks it both ways). Some bodies have rules
+no schema can state, answered 422 naming the field: a ``lesion_source`` (``structure_source``) must be a
+lesion set (scan set) of the caller's, and uploaded files real NIfTI labels or scans; for those
+operations 422 also counts as accepting schema-valid data.
 """
 
 import hypothesis
@@ -32,7 +32,7 @@ CONFIG = {
             "include-path": path,
             "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
         }
-        for path in ("/datasets", "/lesion-sets")
+        for path in ("/datasets", "/lesion-sets", "/scan-sets", "/translations")
     ],
 }
 

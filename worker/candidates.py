@@ -121,11 +121,14 @@ def make_plan(synthesizer: Synthesizer, request: SynthesisRequest, seed: int) ->
     """Resolve a request: thresholds left None take the manifest's, the lesion source is read.
 
     Raises:
-        ValueError: if the seed is negative, the lesion library holds no lesion or the uploaded label
-            files are unusable (see :func:`worker.lesions.read_label_files`).
+        ValueError: if the seed is negative, the structure source is not ``noise``, the lesion library
+            holds no lesion or the uploaded label files are unusable (see
+            :func:`worker.lesions.read_label_files`).
     """
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if request.structure_source != "noise":
+        raise ValueError("a request on an uploaded scan runs in worker.scan_jobs, not here")
     manifest = synthesizer.manifest
     pool: np.ndarray | None = None
     if request.lesion_source == "library":
@@ -186,8 +189,9 @@ class Candidate:
     lesion_pixels: np.ndarray | None = None
 
 
-def _conditions(batch: int, modality: str, size: tuple[int, int]) -> np.ndarray:
-    """One-hot condition planes (batch, 4, h, w) of one modality."""
+def condition_planes(batch: int, modality: str, size: tuple[int, int]) -> np.ndarray:
+    """DC's one-hot condition planes of one modality (Sec. 2.4, 2.6), float32 (batch, 4, h, w) at the
+    code's size (h, w)."""
     onehot = np.eye(len(MODALITIES), dtype=np.float32)[MODALITIES.index(modality)]
     return np.ascontiguousarray(np.broadcast_to(onehot[None, :, None, None], (batch, len(MODALITIES), *size)))
 
@@ -257,7 +261,7 @@ def _synthesize(
     for j in tally.order():
         modality = plan.modalities[j]
         with clock("DC"):
-            condition = _conditions(len(alive), modality, code.shape[2:])
+            condition = condition_planes(len(alive), modality, code.shape[2:])
             images[alive, j] = synthesizer.run("DC", code=code[alive], condition=condition)[:, 0]
         with clock("segmentors"):
             predicted = synthesizer.segment(images[alive, j : j + 1], (modality,))

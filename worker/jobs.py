@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 from pydantic import BaseModel, Field
 from redis import Redis
@@ -63,6 +63,8 @@ class DatasetSpec(BaseModel):
         chunk_size: samples per chunk job, >= 1.
         allow_short: when a sample is not accepted within its attempt bound, deliver the samples
             made so far instead of failing the dataset.
+        task: ``synthesis`` (default) or ``translation`` of an uploaded scan set
+            (``request.structure_source``) into ``request.modalities`` (:mod:`worker.scan_jobs`).
     """
 
     dataset_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -72,9 +74,17 @@ class DatasetSpec(BaseModel):
     bundle: BundleOptions = BundleOptions()
     chunk_size: int = Field(default=16, ge=1)
     allow_short: bool = False
+    task: Literal["synthesis", "translation"] = "synthesis"
+
+    @property
+    def on_scan(self) -> bool:
+        """Whether the dataset works on an uploaded scan (one job, :mod:`worker.scan_jobs`, no chunks)."""
+        return isinstance(self.request.structure_source, Path)
 
     def chunks(self) -> list[range]:
-        """Sample indices of each chunk, in order."""
+        """Sample indices of each chunk, in order; none for a dataset on an uploaded scan."""
+        if self.on_scan:
+            return []
         return [
             range(start, min(start + self.chunk_size, self.n)) for start in range(0, self.n, self.chunk_size)
         ]
@@ -173,10 +183,21 @@ def enqueue_dataset(queue: Queue, spec: DatasetSpec, settings: Settings | None =
     """Queue the chunk jobs of a dataset and its assembly job; returns the assembly job.
 
     Chunk jobs are retried ``settings.chunk_retries`` times when their worker dies; the assembly job
-    starts when every chunk job has finished.
+    starts when every chunk job has finished. A dataset on an uploaded scan is one job under the
+    assembly job's id, :func:`worker.scan_jobs.run_scan_dataset` (named, as it imports this module).
     """
     settings = settings or get_settings()
     arguments = spec.model_dump(mode="json")
+    if spec.on_scan:
+        return queue.enqueue(
+            "worker.scan_jobs.run_scan_dataset",
+            arguments,
+            job_id=assembly_job_id(spec.dataset_id),
+            job_timeout=settings.chunk_timeout_s,
+            retry=Retry(max=settings.chunk_retries),
+            result_ttl=settings.bundle_ttl_s,
+            failure_ttl=settings.bundle_ttl_s,
+        )
     chunk_jobs = queue.enqueue_many(
         [
             Queue.prepare_data(

@@ -185,7 +185,8 @@ def read_file_work(path: Path, limits: LabelLimits) -> tuple[nib.Nifti1Header, L
         raise ValueError(f"{path}: {error}") from error
 
 
-def _label_files(path: Path) -> list[Path]:
+def label_files(path: Path) -> list[Path]:
+    """The label files of a lesion source: the file itself, or a folder's ``*.nii[.gz]``, sorted."""
     if not path.exists():
         raise ValueError(f"lesion_source {path} does not exist")
     if path.is_file():
@@ -195,23 +196,59 @@ def _label_files(path: Path) -> list[Path]:
     )
 
 
-def _read_label(path: Path, header: nib.Nifti1Header, work: LabelWork) -> np.ndarray:
-    """One label file as uint8 (X, Y) or (X, Y, Z) with values in ``LABELS``, reading (decompressing)
-    only its first ``work.read_bytes`` bytes."""
+def read_voxels(path: Path, header: nib.Nifti1Header, work: LabelWork) -> tuple[np.ndarray, np.ndarray]:
+    """A checked NIfTI file's voxels (X, Y) or (X, Y, Z), axes of length 1 past the second dropped, and
+    its (4, 4) affine, reading (decompressing) only its first ``work.read_bytes`` bytes.
+
+    Args:
+        path: the file.
+        header: its header (:func:`read_file_work`).
+        work: its cost (:func:`label_work`).
+
+    Raises:
+        ValueError: naming the file, if it is damaged or ends before its last voxel.
+    """
     klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     try:
         with ImageOpener(str(path)) as stream:
             content = stream.read(work.read_bytes)
         if len(content) < work.read_bytes:
             raise ValueError(f"the file ends {work.read_bytes - len(content)} bytes before its last voxel")
-        data = np.asanyarray(klass.from_bytes(content).dataobj)
+        image = klass.from_bytes(content)
+        data = np.asanyarray(image.dataobj)
     except DAMAGED as error:
         raise ValueError(f"{path}: a damaged NIfTI image ({error})") from error
     data = data.reshape(data.shape[:2] + tuple(n for n in data.shape[2:] if n != 1))
+    return data, np.asarray(image.affine, dtype=np.float64)
+
+
+LABEL_3_HINT = (
+    "; these labels are BraTS 2018-2021's (1 necrotic core, 2 edema, 4 enhancing tumour): 3 is enhancing "
+    "tumour in BraTS 2023 but non-enhancing core in BraTS 2015, so it is not guessed; relabel 3 as 4 "
+    "(BraTS 2023) or as 1 (BraTS 2015) and upload again"
+)
+"""Added to the refusal of a label holding 3, the one value whose meaning depends on the BraTS release."""
+
+
+def check_label_values(path: Path, data: np.ndarray) -> np.ndarray:
+    """Label voxels as uint8, values in ``LABELS``.
+
+    A 3 is refused like any other value outside them, with :data:`LABEL_3_HINT`: it is BraTS 2023's
+    enhancing tumour but BraTS 2015's non-enhancing core, so no mapping is right for every file
+    (:mod:`mrisynth.brats` maps it by the release of a dataset's layout, which an upload does not have).
+
+    Args:
+        path: the file, for the message.
+        data: its voxels, any shape.
+
+    Raises:
+        ValueError: naming the file and up to five values outside {0, 1, 2, 4}.
+    """
     unexpected = data[~np.isin(data, LABELS)]
     if unexpected.size:
         found = np.unique(unexpected)[:5].tolist()
-        raise ValueError(f"{path}: label values must be in {LABELS}, found {found}")
+        hint = LABEL_3_HINT if 3 in found else ""
+        raise ValueError(f"{path}: label values must be in {LABELS}, found {found}{hint}")
     return data.astype(np.uint8)
 
 
@@ -238,7 +275,7 @@ def read_label_files(
             2D or 3D or costs more than ``limits``; if the files together cost more than ``limits``; or if
             no file or no slice with a lesion is found.
     """
-    files = _label_files(Path(path))
+    files = label_files(Path(path))
     if not files:
         raise ValueError(f"{path}: no label files ({', '.join('*' + s for s in LABEL_SUFFIXES)})")
     limits = limits or LabelLimits.of(get_settings())
@@ -250,7 +287,7 @@ def read_label_files(
     height, width = image_size
     pool = []
     for file, (header, work) in zip(files, headers, strict=True):
-        data = _read_label(file, header, work)
+        data = check_label_values(file, read_voxels(file, header, work)[0])
         volume = data[:, :, np.newaxis] if data.ndim == 2 else data
         for z in np.flatnonzero(volume.any(axis=(0, 1))):
             resized = cv2.resize(

@@ -16,6 +16,9 @@ from mrisynth.conventions import MODALITIES
 LesionSourceName = Literal["library", "none"]
 """``library``: the artifacts' ``lesion_library.npz``; ``none``: healthy brains, all-zero labels."""
 
+StructureSourceName = Literal["noise"]
+"""``noise``: structural feature maps decoded by DC_f from N(0, 1) codes (Sec. 2.3)."""
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -93,6 +96,9 @@ class SynthesisRequest(_Frozen):
         lesion_source: ``"library"`` (the artifacts' lesion library, default), ``"none"`` (healthy
             brains) or the path of a label NIfTI file or of a directory of them (2D or 3D, values in
             {0, 1, 2, 4}); see :mod:`worker.lesions`.
+        structure_source: ``"noise"`` (default: DC_f's maps from noise, filtered by Algorithm 3 and the
+            lesion filter) or the folder of an uploaded scan set (:mod:`worker.scans`), whose own structure
+            the lesions are placed into (:mod:`worker.structure_source`; no filter applies).
         thresholds: the filters' thresholds.
         lesion: label augmentation and lesions per sample (ignored with ``"none"``).
         bounds: attempt bounds.
@@ -100,6 +106,7 @@ class SynthesisRequest(_Frozen):
 
     modalities: tuple[str, ...] = MODALITIES
     lesion_source: LesionSourceName | Path = "library"
+    structure_source: StructureSourceName | Path = "noise"
     thresholds: RequestThresholds = RequestThresholds()
     lesion: LesionControls = LesionControls()
     bounds: AttemptBounds = AttemptBounds()

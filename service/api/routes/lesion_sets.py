@@ -2,25 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 
-from service.api.deps import ContextDep, OwnerDep, OwnLesionSetDep
+from service.api.deps import ContextDep, OwnerDep, OwnLesionSetDep, ParsePoolDep
 from service.api.responses import errors
-from service.lesion_sets import delete_lesion_set, list_lesion_sets, save_lesion_set
-from service.parsing import ParsePool
+from service.lesion_sets import save_lesion_set
 from service.schemas import LesionSetList, LesionSetPublic
-from service.store import LesionSetRecord
+from service.store import LESION_SETS, LesionSetRecord
+from service.uploads import delete_upload
 
 router = APIRouter(prefix="/lesion-sets", tags=["lesion sets"])
-
-
-async def get_parse_pool(request: Request) -> ParsePool:
-    """The app's :class:`~service.parsing.ParsePool`, started by its lifespan."""
-    pool: ParsePool = request.app.state.parse_pool
-    return pool
-
-
-ParsePoolDep = Annotated[ParsePool, Depends(get_parse_pool)]
 
 
 def _public(record: LesionSetRecord) -> LesionSetPublic:
@@ -48,7 +39,8 @@ async def post_lesion_set(
 @router.get("", responses=errors(401))
 def get_lesion_sets(context: ContextDep, owner: OwnerDep) -> LesionSetList:
     """The caller's lesion sets, newest first."""
-    return LesionSetList(lesion_sets=[_public(record) for record in list_lesion_sets(context, owner)])
+    records = context.store.uploads(LESION_SETS, owner)
+    return LesionSetList(lesion_sets=[_public(record) for record in records])
 
 
 @router.get("/{lesion_set_id}", responses=errors(401, 404))
@@ -61,5 +53,5 @@ def get_lesion_set(record: OwnLesionSetDep) -> LesionSetPublic:
 def remove_lesion_set(context: ContextDep, record: OwnLesionSetDep) -> Response:
     """Delete one of the caller's lesion sets with its files; 409 while a queued or running dataset
     draws its lesions from it."""
-    delete_lesion_set(context, record)
+    delete_upload(context, LESION_SETS, record)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
