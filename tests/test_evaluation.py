@@ -284,6 +284,7 @@ def _evaluate(brats: Path, artifacts: Path, out: Path, *rows: str) -> None:
             "test",
         ]
         + ["--steps", "4", "--synthetic", "4", "--structure-mae", "1", "--candidates", "2", "--rows", *rows]
+        + ["--min-test-cases", "1", "--repeats", "1", "--bootstrap", "20"]
     )
 
 

@@ -4,13 +4,16 @@ It answers the questions a user choosing the service asks: does synthetic pre-tr
 data, and by how much (Table 2 NO.25 and NO.6 against NO.1 and NO.2, as Sec. 4.2 reads them); do
 real-trained segmentors find the intended lesions in the synthetic images (Table 1); and where the
 artifacts fall short of the paper (synthetic-only training, registration, realism, diversity, the
-lesion filter). A difference between two rows counts only when it exceeds the noise of one training,
-estimated as the largest spread of the test Dice over the last three evaluations of any row's run
-(and over the repeats of a row, when there are several).
+lesion filter). Whether a row helps, hurts or cannot be told apart from its reference is read from the
+95 % bootstrap interval of the paired Dice difference over held-out cases and runs
+(:mod:`models.evaluation.comparisons`), never from the point estimate. The noise of one training (the
+largest spread of the test Dice over the last evaluations of a run, or over a row's repeats) only
+flags rows that learned nothing.
 """
 
 import numpy as np
 
+from models.evaluation.comparisons import Comparison
 from models.evaluation.metrics import dice
 from models.evaluation.paper import PAPER_TABLE2
 from models.evaluation.run import EvaluationResults
@@ -19,6 +22,9 @@ from models.evaluation.table2 import RowResult
 
 LAST_EVALUATIONS = 3
 """Evaluations at the end of a run whose spread estimates the noise of one training."""
+
+EMPTY_MARGIN = 0.02
+"""A row or modality within this of the no-lesion Dice found no lesion."""
 
 VISIBLE_LESIONS = 0.5
 """Below this fraction of their Dice on real slices, the real-trained segmentors' Dice on synthetic
@@ -34,35 +40,27 @@ def training_noise(results: list[RowResult]) -> float:
     return max(spreads)
 
 
-COMPARISONS: tuple[tuple[int, int], ...] = ((25, 1), (6, 2), (6, 1), (13, 1), (19, 1))
-"""(row, reference row) pairs of Table 2 that Sec. 4.2 reads: pre-training on synthetic data (NO.25,
-NO.6), synthetic data as augmentation (NO.13) and classical augmentation (NO.19)."""
-
-
-def _compare(row: RowResult, reference: RowResult, noise: float) -> str:
-    delta = row.dice - reference.dice
-    if abs(delta) <= noise:
-        verdict = f"no difference beyond the noise of one training (+-{noise:.3f})"
-    else:
-        verdict = f"{'better' if delta > 0 else 'worse'} by {abs(delta):.3f}"
-    paper = row.row.dice - reference.row.dice
+def _compare(comparison: Comparison, by_number: dict[int, RowResult]) -> str:
+    row, reference = by_number[comparison.row], by_number[comparison.reference]
+    interval = comparison.interval
+    mean_row, mean_reference = row.mean_sd()[0], reference.mean_sd()[0]
     return (
-        f"NO.{row.row.number}, {row.row.label}: Dice {row.dice:.3f} against {reference.dice:.3f} for "
-        f"NO.{reference.row.number}, {reference.row.label}: {verdict} (paper: {paper:+.3f})."
+        f"NO.{comparison.row}, {row.row.label}: mean Dice {mean_row:.3f} against {mean_reference:.3f} for "
+        f"NO.{comparison.reference}, {reference.row.label}, difference {interval.estimate:+.3f} "
+        f"({interval.confidence:.0%} interval {interval.low:+.3f} to {interval.high:+.3f} over "
+        f"{interval.cases} held-out cases and {interval.runs} runs): **{comparison.verdict}** "
+        f"(paper: {comparison.paper:+.3f})."
     )
 
 
-def _pretraining(by_number: dict[int, RowResult], noise: float) -> list[str]:
-    notes = [
-        _compare(by_number[row], by_number[reference], noise)
-        for row, reference in COMPARISONS
-        if row in by_number and reference in by_number
-    ]
+def _pretraining(results: EvaluationResults, by_number: dict[int, RowResult]) -> list[str]:
+    notes = [_compare(comparison, by_number) for comparison in results.comparisons]
     if 3 in by_number:
         row, real = by_number[3], PAPER_TABLE2[1]
         notes.append(
             f"NO.3, {row.row.label}: segmentors trained on synthetic data only reach Dice {row.dice:.3f} "
-            f"on real data (paper: {row.row.dice:.3f}, against {real.dice:.3f} for real x1)."
+            f"(best run; mean {row.mean_sd()[0]:.3f}) on real data (paper: {row.row.dice:.3f}, against "
+            f"{real.dice:.3f} for real x1)."
         )
     return notes
 
@@ -101,7 +99,7 @@ def _shortfalls(results: EvaluationResults) -> list[str]:
     notes.append(
         f"Realism: the sliced Wasserstein distance of synthetic to real training patches averages "
         f"{synthetic_swd:.1f} (x1e3, over modalities and pyramid levels), "
-        f"{synthetic_swd / real_swd:.1f} times that of the real test slices ({real_swd:.1f})."
+        f"{synthetic_swd / real_swd:.1f} times that of the real held-out slices ({real_swd:.1f})."
     )
     synthetic_ssim = _mean(list(realism.ms_ssim_synthetic.values()))
     real_ssim = _mean(list(realism.ms_ssim_real.values()))
@@ -160,15 +158,30 @@ def empty_prediction_dice(labels: np.ndarray) -> float:
     return float(dice(labels > 0, np.zeros(labels.shape, dtype=bool)).mean())
 
 
-def _floor(results: EvaluationResults, noise: float) -> str:
-    """Which rows learned nothing usable: Dice no better than finding no lesion at all."""
-    floor = empty_prediction_dice(results.test.labels)
-    empty = [f"NO.{r.row.number}" for r in results.table2 if r.dice <= floor + noise]
+def _floor(results: EvaluationResults) -> str:
+    """Which rows, and which modalities of the real-only row, learned nothing usable: Dice no better than
+    finding no lesion at all."""
+    floor = empty_prediction_dice(results.held_out.split.labels)
+    empty = [f"NO.{r.row.number}" for r in results.table2 if r.mean_sd()[0] <= floor + EMPTY_MARGIN]
     text = (
-        f"A segmentor that finds no lesion scores Dice {floor:.3f} here (the share of lesion-free test "
+        f"A segmentor that finds no lesion scores Dice {floor:.3f} here (the share of lesion-free held-out "
         "slices); a modality at that value in Table 2 found no lesion"
     )
-    return text + (f"; rows at that level: {', '.join(empty)}." if empty else ".")
+    text += f"; rows at that level: {', '.join(empty)}." if empty else "."
+    real_only = next((r for r in results.table2 if r.row.number == 1), None)
+    if real_only is not None:
+        means = {m: v[0] for m, v in real_only.modality_mean_sd().items()}
+        blind = [m for m, v in means.items() if v <= floor + EMPTY_MARGIN]
+        text += (
+            (
+                " The real-only row NO.1 finds lesions in every modality (mean Dice "
+                if not blind
+                else f" The real-only row NO.1 finds no lesion in {', '.join(blind)} (mean Dice "
+            )
+            + ", ".join(f"{m} {v:.2f}" for m, v in means.items())
+            + ")."
+        )
+    return text
 
 
 def _fidelity(results: EvaluationResults) -> tuple[FidelityRow, FidelityRow | None]:
@@ -178,22 +191,23 @@ def _fidelity(results: EvaluationResults) -> tuple[FidelityRow, FidelityRow | No
     return real, synthetic
 
 
-def _why(results: EvaluationResults, by_number: dict[int, RowResult], noise: float) -> list[str]:
-    """When rows with synthetic data lose and the synthetic images do not show their lesions, say so."""
+def _why(results: EvaluationResults) -> list[str]:
+    """When rows with synthetic data hurt and the synthetic images do not show their lesions, say so."""
     real, synthetic = _fidelity(results)
-    if synthetic is None or synthetic.dice is None or real.dice is None or 1 not in by_number:
+    if synthetic is None or synthetic.dice is None or real.dice is None:
         return []
+    by_number = {result.row.number: result for result in results.table2}
     losing = [
-        f"NO.{number}"
-        for number, result in by_number.items()
-        if result.row.synthetic > 0 and result.dice < by_number[1].dice - noise
+        f"NO.{c.row}"
+        for c in results.comparisons
+        if c.reference == 1 and c.verdict == "hurts" and by_number[c.row].row.synthetic > 0
     ]
     if not losing or synthetic.dice > VISIBLE_LESIONS * real.dice:
         return []
     return [
         "This agrees with Table 1: the synthetic images barely show the lesions of their labels, so "
         f"training on them teaches the segmentors to call lesion-labelled tissue normal ({', '.join(losing)} "
-        "lose against NO.1); synthetic pre-training can only help once the generator draws its lesions."
+        "hurt against NO.1); synthetic pre-training can only help once the generator draws its lesions."
     ]
 
 
@@ -202,13 +216,14 @@ def closing_note(results: EvaluationResults) -> list[str]:
     by_number = {result.row.number: result for result in results.table2}
     noise = training_noise(results.table2)
     runs = results.config.table2.repeats
-    notes = _pretraining(by_number, noise) + _why(results, by_number, noise)
+    notes = _pretraining(results, by_number) + _why(results)
     if results.table2:
-        notes.append(_floor(results, noise))
+        notes.append(_floor(results))
+    held = results.held_out
     notes.append(
         f"Each row was trained {runs} time{'s' if runs > 1 else ''} for {results.config.table2.steps} steps "
-        f"(the paper: the best of 4 runs of 100 epochs each) and scored on {len(results.test)} test "
-        f"slices of {len(results.test.cases)} case{'s' if len(results.test.cases) > 1 else ''}; "
-        f"differences below {noise:.3f} are within the noise of one training."
+        f"(the paper: the best of 4 runs of 100 epochs each) and scored on {len(held)} held-out slices of "
+        f"{len(held.split.cases)} case{'s' if len(held.split.cases) > 1 else ''}; the largest spread of one "
+        f"training's test Dice is {noise:.3f}."
     )
     return notes + _shortfalls(results)

@@ -1,21 +1,33 @@
 """The evaluation report: ``report.md`` (the paper's tables with our numbers beside), ``results.csv``, PNGs.
 
 ``results.csv`` holds every number of the report, one per line: ``section, item, metric, ours, paper``
-(``paper`` empty where the paper has none). The report records the command, seeds, thread count and
-the sha256 of the artifacts' manifest at the start and at the end of the run, so that it can be
-reproduced, and says when the artifacts changed during the run.
+(``paper`` empty where the paper has none). The report records the command, every seed, the thread
+count, the wall time, the held-out cases and the sha256 of the artifacts' manifest at the start and at
+the end of the run, so that it can be reproduced, and says when the artifacts changed during the run.
+The sections on the held-out set (Table 2 with its intervals, paired fidelity, MMD, translation) are
+in :mod:`models.evaluation.report_tables`.
 """
 
 import csv
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from models.evaluation.findings import closing_note, empty_prediction_dice
+from models.evaluation.findings import closing_note
+from models.evaluation.markdown import ABSENT, number, table
 from models.evaluation.modalities import MIN_REGION_PIXELS, REGIONS
-from models.evaluation.paper import amount
 from models.evaluation.plots import plot_curves, plot_examples, plot_table2
-from models.evaluation.run import EvaluationResults
+from models.evaluation.report_tables import (
+    Line,
+    fidelity_lines,
+    held_out_csv,
+    held_out_lines,
+    mmd_lines,
+    seed_lines,
+    table2_lines,
+    translation_lines,
+)
+from models.evaluation.run import EvaluationResults, seeds
 from models.evaluation.swd import pyramid_levels
 from models.evaluation.synthetic import SyntheticSet
 from models.evaluation.table1 import FILTER_THRESHOLDS
@@ -24,7 +36,8 @@ from mrisynth.conventions import MODALITIES
 
 logger = logging.getLogger(__name__)
 
-ABSENT = "not in these artifacts"
+__all__ = ["ABSENT", "csv_lines", "report_markdown", "write_report"]
+
 FIGURES: dict[str, str] = {
     "table2": "table2.png",
     "curves": "curves.png",
@@ -32,18 +45,7 @@ FIGURES: dict[str, str] = {
 }
 """Figure files of the report directory."""
 
-Line = tuple[str, str, str, float | int | str | None, float | str | None]
-"""A CSV line: section, item, metric, ours, paper."""
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _f(value: float | None, digits: int = 3) -> str:
-    return ABSENT if value is None else f"{value:.{digits}f}"
+_table, _f = table, number
 
 
 def _dice_threshold(results: EvaluationResults, synthetic: SyntheticSet) -> float:
@@ -59,6 +61,7 @@ def _structure_threshold(results: EvaluationResults, synthetic: SyntheticSet) ->
 def _header(results: EvaluationResults) -> list[str]:
     config, manifest = results.config, results.manifest
     preset = get_preset(config.preset)
+    segmentors = config.table2.segmentor_preset(preset)
     start, end = results.manifest_sha256
     changed = "" if start == end else f" **The manifest changed during the run (now `{end}`): rerun.**"
     leak = (
@@ -76,7 +79,7 @@ def _header(results: EvaluationResults) -> list[str]:
         "`results.csv`.",
         "",
         f"- Command: `{config.command}`",
-        f"- Seed {config.seed}; torch {results.environment.get('torch')} on "
+        f"- Main seed {config.seed}; torch {results.environment.get('torch')} on "
         f"{results.environment.get('device')} with {results.environment.get('threads')} thread(s); wall "
         f"time {results.wall_s / 60:.1f} min (load average {results.environment.get('load')}: the machine "
         "is shared, so the time depends on what else runs).",
@@ -85,11 +88,15 @@ def _header(results: EvaluationResults) -> list[str]:
         f"- Real data: {len(results.train)} training slices of {len(results.train.cases)} cases, "
         f"{len(results.test)} test slices of {len(results.test.cases)} case(s) "
         f"({', '.join(results.test.cases)}), the split the artifacts were trained with.{leak}",
+        *held_out_lines(results),
         f"- Table 2 segmentors: the `{preset.network.lesion_variant}` lesion network of preset "
         f"`{preset.name}` (ngf {preset.network.ngf}, input dropout {preset.network.dropout:g}), batch size "
-        f"{preset.batch_size}, Adam lr {preset.lr:g} beta1 {preset.beta1:g}, loss (19) as "
-        f"`{preset.lesion_loss}` (models/presets.py); "
-        f"{config.table2.steps} steps and {config.table2.repeats} run(s) per row.",
+        f"{preset.batch_size}, Adam lr {segmentors.segmentation_lr or preset.lr:g} beta1 "
+        f"{segmentors.beta1 if segmentors.segmentation_beta1 is None else segmentors.segmentation_beta1:g}, "
+        f"loss (19) as `{preset.lesion_loss}` (models/presets.py, models/evaluation/table2.py); budget "
+        f"{config.table2.steps} steps and {config.table2.repeats} run(s) per row "
+        f"({config.table2.steps * config.table2.repeats * len(results.table2)} steps in all).",
+        *seed_lines(results, seeds(config)),
         "",
         "Dice is the whole-tumor Dice (lesion = label > 0) of each 2D image, 1 when both are empty; MSE is "
         "the squared error of loss (19) between the one-hot label and the softmax; both averaged over the "
@@ -163,8 +170,8 @@ def _table1(results: EvaluationResults) -> list[str]:
     return [
         "## Table 1. Lesion generation methods",
         "",
-        "The artifacts' segmentors (trained on the real training split) on the real test split and on the "
-        "unfiltered synthetic set (Sec. 3.5).",
+        "The artifacts' segmentors (trained on the real training split) on the real test split, on the "
+        "held-out set when it is a folder of its own, and on the unfiltered synthetic set (Sec. 3.5).",
         "",
         _table(headers, rows),
         "",
@@ -189,65 +196,12 @@ def _filter_pass(results: EvaluationResults) -> list[str]:
     ]
 
 
-def _table2(results: EvaluationResults) -> list[str]:
-    rows = []
-    for result in results.table2:
-        row = result.row
-        runs = ", ".join(f"{d:.3f}" for d in result.run_dice)
-        rows.append(
-            [
-                row.number,
-                amount(row.real),
-                amount(row.synthetic),
-                amount(row.enhanced),
-                row.mixing,
-                " / ".join(str(result.counts[k]) for k in ("real", "synthetic", "enhanced")),
-                ", ".join(f"{names} {steps}" for names, steps in result.phases),
-                _f(result.mse),
-                _f(result.dice),
-                " / ".join(f"{d:.2f}" for d in result.dice_by_modality.values()),
-                row.mse,
-                row.dice,
-                runs,
-            ]
-        )
-    headers = [
-        "NO.",
-        "real data",
-        "synthetic data",
-        "enhanced data",
-        "mixing modes",
-        "slices (real / syn. / enh.)",
-        "steps",
-        "MSE",
-        "Dice",
-        "Dice t1 / t1ce / t2 / flair",
-        "MSE (paper)",
-        "Dice (paper)",
-        "Dice of each run",
-    ]
-    return [
-        "## Table 2. Synthetic data availability",
-        "",
-        "Fresh segmentors trained on each row's data for the same number of steps and scored on the real "
-        "test split (Sec. 3.6). Sequential rows split the steps in proportion to the amounts; every row "
-        "starts from the same initial weights. A segmentor that finds no lesion at all scores Dice "
-        f"{empty_prediction_dice(results.test.labels):.3f} (the share of lesion-free test slices).",
-        "",
-        _table(headers, rows),
-        "",
-        f"![Table 2: our Dice beside the paper's]({FIGURES['table2']})",
-        "",
-        f"![Training loss and test Dice of every row]({FIGURES['curves']})",
-    ]
-
-
 def _registration(results: EvaluationResults) -> list[str]:
     registered = results.registration
     rows = [
         ["synthetic sample, between its 4 modalities", _f(registered.synthetic_between)],
         ["synthetic sample, each modality with its input map f", _f(registered.synthetic_with_input)],
-        ["real test slice, between its 4 modalities (registered reference)", _f(registered.real_between)],
+        ["real held-out slice, between its 4 modalities (registered reference)", _f(registered.real_between)],
         [
             "modalities of different synthetic samples (unregistered reference)",
             _f(registered.unpaired_between),
@@ -269,14 +223,14 @@ def _realism(results: EvaluationResults) -> list[str]:
     levels = pyramid_levels(size, results.config.realism.swd.min_size)
     sides = [size >> level for level in range(levels)]
     swd_rows = [[m, "synthetic", *(_f(v, 1) for v in realism.swd_synthetic[m])] for m in MODALITIES] + [
-        [m, "real test", *(_f(v, 1) for v in realism.swd_real[m])] for m in MODALITIES
+        [m, "real held-out", *(_f(v, 1) for v in realism.swd_real[m])] for m in MODALITIES
     ]
     ssim_rows = [[m, _f(realism.ms_ssim_synthetic[m]), _f(realism.ms_ssim_real[m])] for m in MODALITIES]
     return [
         "## Realism and diversity",
         "",
         "Sliced Wasserstein distance (x1e3) between 7 x 7 Laplacian-pyramid patches of each set and of the "
-        "real training slices (Karras et al.); the real test slices give the reference.",
+        "real training slices (Karras et al.); the real held-out slices give the reference.",
         "",
         _table(["modality", "set", *(f"{side} px" for side in sides)], swd_rows),
         "",
@@ -285,7 +239,7 @@ def _realism(results: EvaluationResults) -> list[str]:
         _table(["modality", "synthetic", "real training"], ssim_rows),
         "",
         f"Mean MS-SSIM between the four modalities of one sample (higher: the modalities differ less): "
-        f"synthetic {realism.modalities_synthetic:.3f}, real test slices {realism.modalities_real:.3f}.",
+        f"synthetic {realism.modalities_synthetic:.3f}, real held-out slices {realism.modalities_real:.3f}.",
         "",
         "## Examples",
         "",
@@ -314,7 +268,7 @@ def _modalities(results: EvaluationResults) -> list[str]:
         "## Distinct modalities",
         "",
         "Lesion contrast: mean inside the region minus the healthy brain, in healthy-brain standard "
-        f"deviations, over the slices holding >= {MIN_REGION_PIXELS} pixels of it (real test slices; "
+        f"deviations, over the slices holding >= {MIN_REGION_PIXELS} pixels of it (real held-out slices; "
         "unfiltered synthetic samples).",
         "",
         _table(["modality", "region", "real", "synthetic", "same sign"], rows),
@@ -323,7 +277,7 @@ def _modalities(results: EvaluationResults) -> list[str]:
         f"{config.steps} Adam steps of {config.batch_size} real training images; not the classifier CL "
         "that guided the training): the share of images it names by their modality.",
         "",
-        _table(["modality", "synthetic", "real test"], probe),
+        _table(["modality", "synthetic", "real held-out"], probe),
     ]
 
 
@@ -333,9 +287,12 @@ def report_markdown(results: EvaluationResults) -> str:
         _header(results),
         _synthesis(results),
         _table1(results),
-        _table2(results),
+        table2_lines(results),
+        fidelity_lines(results),
+        translation_lines(results),
         _registration(results),
         _realism(results),
+        mmd_lines(results),
         _modalities(results),
         ["## Closing note", "", *(f"- {note}" for note in closing_note(results))],
     ]
@@ -367,7 +324,7 @@ def csv_lines(results: EvaluationResults) -> Iterator[Line]:
         for level, value in enumerate(realism.swd_synthetic[modality]):
             yield ("realism", f"{modality} level {level}", "swd_x1e3_synthetic", value, None)
         for level, value in enumerate(realism.swd_real[modality]):
-            yield ("realism", f"{modality} level {level}", "swd_x1e3_real_test", value, None)
+            yield ("realism", f"{modality} level {level}", "swd_x1e3_real_held_out", value, None)
         yield ("diversity", modality, "ms_ssim_synthetic", realism.ms_ssim_synthetic[modality], None)
         yield ("diversity", modality, "ms_ssim_real", realism.ms_ssim_real[modality], None)
     yield ("diversity", "between modalities", "ms_ssim_synthetic", realism.modalities_synthetic, None)
@@ -384,7 +341,8 @@ def csv_lines(results: EvaluationResults) -> Iterator[Line]:
                 None,
             )
         yield ("probe", modality, "accuracy_synthetic", scores.probe_synthetic[modality], None)
-        yield ("probe", modality, "accuracy_real_test", scores.probe_real[modality], None)
+        yield ("probe", modality, "accuracy_real_held_out", scores.probe_real[modality], None)
+    yield from held_out_csv(results)
     yield ("run", "evaluation", "wall_s", round(results.wall_s, 1), None)
 
 
@@ -396,7 +354,7 @@ def write_report(results: EvaluationResults) -> Path:
         plot_table2(results.table2, out / FIGURES["table2"])
         plot_curves(results.table2, out / FIGURES["curves"])
     count = results.config.examples
-    test, synthetic = results.test, results.unfiltered
+    test, synthetic = results.held_out.split, results.unfiltered
     real_count = max(count // 2, 1)
     picks = [int(len(test) * (k + 0.5) / real_count) for k in range(real_count)]
     plot_examples(

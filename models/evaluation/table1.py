@@ -143,3 +143,27 @@ def lesion_fidelity(
             )
         rows.append(row)
     return rows
+
+
+def real_row(synthesizer: Synthesizer, images: np.ndarray, labels: np.ndarray, dataset: str) -> FidelityRow:
+    """Table 1's real row on other real slices (e.g. the held-out set): the artifacts' segmentors on them.
+
+    Args:
+        synthesizer: the artifacts.
+        images: float32 (N, 4, H, W) real slices.
+        labels: uint8 (N, H, W) their labels.
+        dataset: the row's dataset name in the report.
+    """
+    dice, mse = segmentation_scores(segment(synthesizer, images), labels)
+    paper = PAPER_TABLE1[0]
+    return FidelityRow(
+        scheme=synthesizer.manifest.lesion_guidance,
+        dataset=dataset,
+        images=len(dice),
+        mse=float(mse.mean()),
+        dice=float(dice.mean()),
+        dice_by_modality=dict(zip(MODALITIES, map(float, dice.mean(axis=0)), strict=True)),
+        paper_mse=paper.mse,
+        paper_dice=paper.dice,
+        filter_pass=filter_pass_rates(dice, labels),
+    )
