@@ -1,6 +1,7 @@
 """``mrisynth export`` and ``train``: the networks of the paper trained on BraTS data, then exported."""
 
 import argparse
+import dataclasses
 import logging
 import shlex
 from pathlib import Path
@@ -41,6 +42,8 @@ def _train(args: argparse.Namespace) -> None:
     preset = get_preset(args.preset)
     if args.printed:
         preset = printed_objective(preset)
+    if args.paired_lesion:
+        preset = dataclasses.replace(preset, paired_lesion=args.paired_lesion)
     options = TrainOptions(
         data=args.data,
         out=args.out,
@@ -104,6 +107,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--printed",
         action="store_true",
         help="the objective as printed in the paper, without the registered terms (models/presets.py)",
+    )
+    train.add_argument(
+        "--paired-lesion",
+        choices=("own", "pasted"),
+        help="the label of the paired synthesis term (S): the slice's own (the preset's default) or a "
+        "library lesion pasted with its images (models/data.py)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of torch and of the data sampling")
     train.add_argument(

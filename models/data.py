@@ -14,7 +14,15 @@ source size, memory-mapped. Each sample is made from one row, on the fly, in num
 3. the brain mask is Algorithm 2 (p = ``mask_expansion``) of that same modality, 1 inside the brain;
 4. the lesion label fused with f in the synthesis stage (Sec. 2.5-2.6) is drawn uniformly from the
    lesion library (the training split's label slices with a lesion) until it lies inside that brain
-   mask (``label * (1 - mask) == 0``, Sec. 2.5); after 20 misses the sample's own label is used.
+   mask (``label * (1 - mask) == 0``, Sec. 2.5); after 20 misses the sample's own label is used;
+5. the pasted sample (the registered objective's (S) with ``Preset.paired_lesion`` "pasted", a
+   copy-paste augmentation as TumorCP): a lesion slice of the library with its four images, flipped at
+   random and shifted by up to ``PASTE_SHIFT`` of the image size (the images with linear, the label
+   with nearest interpolation), pasted into the sample where it lies inside the brain mask:
+   ``x_paste = x_src`` on the pasted lesion and ``x`` elsewhere, ``label_paste`` the pasted lesion over
+   the sample's own label, and ``f_paste`` Algorithm 1 of ``x_paste`` without ``label_paste``. It gives
+   the synthesis a pixel target for a lesion away from where it grew, as at serving time, where the
+   library's lesions are placed anywhere in a generated brain; after 20 misses it is the sample itself.
 
 Rows are drawn uniformly with replacement with a ``numpy.random.Generator``, whose state alone (saved
 in the checkpoint) determines every later batch.
@@ -25,6 +33,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -39,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 LABEL_DRAWS = 20
 """Draws from the lesion library before falling back to the sample's own label."""
+
+PASTE_SHIFT = 0.2
+"""Largest shift of a pasted lesion slice, as a fraction of the image size (the worker's default)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,12 +92,14 @@ class TrainingData:
         preset: image size, Algorithm 1 beta and Algorithm 2 p.
         labels: uint8 (N, S, S) training labels at the image size S.
         lesion_library: uint8 (L, S, S), the rows of ``labels`` holding a lesion (Sec. 2.8).
+        library_rows: int (L,), the training row of each library label (the images pasted with it).
     """
 
     cache: SliceCache
     preset: Preset
     labels: np.ndarray
     lesion_library: np.ndarray
+    library_rows: np.ndarray
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -103,10 +117,11 @@ class TrainingData:
         Returns:
             ``x`` float32 (4, S, S) in ``MODALITIES`` order; ``label_x`` uint8 (S, S), its label;
             ``f`` float32 (1, S, S) in {0, 1}; ``brain_mask`` float32 (1, S, S), 1 inside the brain;
-            ``label`` uint8 (S, S), the lesion label to fuse with f.
+            ``label`` uint8 (S, S), the lesion label to fuse with f; ``x_paste`` float32 (4, S, S),
+            ``label_paste`` uint8 (S, S) and ``f_paste`` float32 (1, S, S), the pasted sample.
         """
-        size, preset = self.preset.image_size, self.preset
-        x = np.stack([resize_image(np.asarray(image), size) for image in self.cache.images[row]])
+        preset = self.preset
+        x = self.images(row)
         label_x = self.labels[row]
         modality = int(rng.integers(len(MODALITIES)))
         f = remove_lesion(structural_feature_map(x[modality], preset.beta), label_x)
@@ -117,7 +132,49 @@ class TrainingData:
             if not np.any((candidate > 0) & (mask == 0)):
                 label = candidate
                 break
-        return {"x": x, "label_x": label_x, "f": f[None], "brain_mask": mask[None], "label": label}
+        x_paste, label_paste = self.paste(x, label_x, mask, rng)
+        f_paste = remove_lesion(structural_feature_map(x_paste[modality], preset.beta), label_paste)
+        return {
+            "x": x,
+            "label_x": label_x,
+            "f": f[None],
+            "brain_mask": mask[None],
+            "label": label,
+            "x_paste": x_paste,
+            "label_paste": label_paste,
+            "f_paste": f_paste[None],
+        }
+
+    def images(self, row: int) -> np.ndarray:
+        """float32 (4, S, S): the row's four images at the image size S."""
+        return np.stack(
+            [resize_image(np.asarray(image), self.preset.image_size) for image in self.cache.images[row]]
+        )
+
+    def paste(
+        self, x: np.ndarray, label_x: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Step 5 of the module docstring: (x_paste (4, S, S), label_paste (S, S)) for a sample x with
+        label ``label_x`` and brain mask ``mask``; ``(x, label_x)`` after ``LABEL_DRAWS`` misses."""
+        size = self.preset.image_size
+        for _ in range(LABEL_DRAWS if len(self.lesion_library) else 0):
+            k = int(rng.integers(len(self.lesion_library)))
+            flip_rows, flip_cols = rng.random(2) < 0.5
+            matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            matrix[:, 2] = rng.uniform(-PASTE_SHIFT, PASTE_SHIFT, size=2) * size
+            label = self.lesion_library[k][:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
+            label = cv2.warpAffine(np.ascontiguousarray(label), matrix, (size, size), flags=cv2.INTER_NEAREST)
+            if not label.any() or np.any((label > 0) & (mask == 0)):
+                continue
+            source = self.images(int(self.library_rows[k]))[
+                :, :: -1 if flip_rows else 1, :: -1 if flip_cols else 1
+            ]
+            source = np.stack(
+                [cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size)) for image in source]
+            )
+            lesion = label > 0
+            return np.where(lesion, source, x).astype(np.float32), np.where(lesion, label, label_x)
+        return x, label_x
 
     def batch(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> dict[str, Tensor]:
         """``batch_size`` samples of rows drawn uniformly with replacement, stacked on ``device``.
@@ -130,6 +187,7 @@ class TrainingData:
         batch = {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}
         batch["label_x"] = batch["label_x"].long()
         batch["label"] = batch["label"].long()
+        batch["label_paste"] = batch["label_paste"].long()
         return {key: value.to(device) for key, value in batch.items()}
 
     def structure_density(self, samples: int = 64) -> float:
@@ -172,7 +230,8 @@ def load_training_data(data_dir: Path, cache_dir: Path, preset: Preset) -> Train
     if len(cache) == 0:
         raise ValueError(f"the training split of {data_dir} is empty; it needs at least one labeled case")
     labels = np.stack([resize_label(np.asarray(label), preset.image_size) for label in cache.labels])
-    library = labels[labels.reshape(len(labels), -1).max(axis=1) > 0]
+    library_rows = np.flatnonzero(labels.reshape(len(labels), -1).max(axis=1) > 0)
+    library = labels[library_rows]
     logger.info(
         "training data: %d slices of %d cases, %d with a lesion, at %d x %d",
         len(cache),
@@ -181,4 +240,4 @@ def load_training_data(data_dir: Path, cache_dir: Path, preset: Preset) -> Train
         preset.image_size,
         preset.image_size,
     )
-    return TrainingData(cache, preset, labels, np.ascontiguousarray(library))
+    return TrainingData(cache, preset, labels, np.ascontiguousarray(library), library_rows)

@@ -64,6 +64,18 @@ copies of one. What changes (:mod:`models.registered_losses`, :mod:`models.synth
   (``paired_fraction``) fuses f with the slice's *own* label and asks DC(EC_r(fusion), i) to be x_i,
   both at 10 like the other pixel terms; (R) one code for the registered modalities of a slice, at 1
   like (11) and (18), so that (11), (17), (18) no longer reward a collapse;
+* ``paired_lesion`` "pasted" (``mrisynth train --paired-lesion pasted``) gives (S) a pixel target for a
+  lesion away from where it grew: a library lesion pasted with its four images into the slice, as
+  TumorCP's copy-paste. Measured (issue 12, 2026-12-01, the committed demo's structure and segmentation
+  stages, 900 synthesis steps each, on a CPU shared with tests for part of the run) against the
+  committed demo ("own"): the T1ce necrotic core goes from +0.64 to +0.01 healthy-brain sd (real
+  -0.56), its edema from +0.86 to +0.62 (real -0.10), MS-SSIM between a sample's modalities from 0.649
+  to 0.621 (real 0.507), Table 1's synthetic/real Dice stays 0.95, acceptance at the calibrated Dice
+  12.7 % (own 14.7 %), but the independent probe names T2 41.5 % of the time (own 54.5 %; it calls the
+  rest FLAIR) and T1 93.5 % (own 100 %). With (16) at 1 instead of 10, the probe names every modality
+  >= 91 % (T1/T1ce/T2/FLAIR 93.5/93/91/100) but the lesions fade: T1 edema and enhancing turn bright,
+  Table 1's ratio falls to 0.73 and 4.5 % of unfiltered samples reach Dice 0.5. Neither gets T1ce's
+  core and edema dark, so the default stays "own", the recipe of the committed artifacts;
 * (C) category guidance by CL, a modality classifier trained on real slices with cross-entropy in the
   segmentation stage and frozen in synthesis (as the segmentors), at 1 ((K), its own training, at 1);
 * (15) masked at the fused lesion, where f has no edges by construction;
@@ -90,6 +102,9 @@ PRINTED_LESION_2 = 100.0
 
 LesionLoss = Literal["dice_ce", "mse"]
 """The loss of (12), (16), (19): soft Dice + cross-entropy (registered objective) or the printed MSE."""
+
+PairedLesion = Literal["own", "pasted"]
+"""The lesion of (S)'s paired samples: the slice's own, or a library slice's pasted in (models.data)."""
 
 STAGES: tuple[str, ...] = ("structure", "segmentation", "synthesis")
 """The training stages, in the order they run: Fig. 1's two training stages, with the lesion segmentors
@@ -168,8 +183,12 @@ class Preset:
         registered: the registered objective (default): the paired terms (T), (S), (R), the frozen
             classifier's guidance (C) and (15) masked at the fused lesion, see
             :mod:`models.registered_losses`. False is the objective as printed.
-        paired_fraction: with ``registered``, the share of each batch fused with its own label (for
-            (S)); the rest is fused with a label of the lesion library, as the paper. In [0, 1].
+        paired_fraction: with ``registered``, the share of each batch fused with a label whose images
+            are known (for (S)); the rest is fused with a label of the lesion library, as the paper. In
+            [0, 1].
+        paired_lesion: the label of (S)'s samples: ``"own"`` (default), the slice's own label, or
+            ``"pasted"``, a library lesion pasted with its four images into the slice at a random shift
+            and flip (:mod:`models.data`; measured in the module docstring).
         lesion_loss: the loss of (12), (16) and (19): ``"dice_ce"`` (soft Dice + cross-entropy, (L)) or
             ``"mse"`` (as printed).
         segmentation_lr: Adam learning rate of the segmentation stage (the segmentors and CL); None
@@ -197,6 +216,7 @@ class Preset:
     weights: LossWeights = field(default_factory=LossWeights)
     registered: bool = True
     paired_fraction: float = 0.5
+    paired_lesion: PairedLesion = "own"
     lesion_loss: LesionLoss = "dice_ce"
     segmentation_lr: float | None = None
     segmentation_beta1: float | None = None
@@ -220,6 +240,8 @@ class Preset:
             raise ValueError(f"segmentation_lr must be > 0, got {self.segmentation_lr}")
         if self.segmentation_beta1 is not None and not 0.0 <= self.segmentation_beta1 < 1.0:
             raise ValueError(f"segmentation_beta1 must be in [0, 1), got {self.segmentation_beta1}")
+        if self.paired_lesion not in ("own", "pasted"):
+            raise ValueError(f"paired_lesion must be 'own' or 'pasted', got {self.paired_lesion!r}")
         if self.lesion_loss not in ("dice_ce", "mse"):
             raise ValueError(f"lesion_loss must be 'dice_ce' or 'mse', got {self.lesion_loss!r}")
 

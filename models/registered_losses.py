@@ -9,8 +9,10 @@ keyed (j, i), sums over sampled pairs scaled by 12 / #pairs so that they stay un
 
 * (T) paired translation: ``sum_{i} sum_{j != i} ||x_t,j,i - x_i||_2^2``, a translation is the real
   registered image of its target modality;
-* (S) paired synthesis: ``sum_{i} ||x_p,i - x_i||_2^2``, x_p,i = DC(EC_r(fusion(f, label_x)), i) for the
-  part of the batch fused with the slice's own label (``Preset.paired_fraction``);
+* (S) paired synthesis: ``sum_{i} ||x_p,i - x_i||_2^2``, x_p,i = DC(EC_r(fusion(f, label)), i) for the
+  part of the batch (``Preset.paired_fraction``) fused with a label whose images x_i are known: by default
+  the slice's own label (``Preset.paired_lesion`` "own"), or a lesion of the library pasted with its four
+  images into the slice ("pasted", :mod:`models.data`);
 * (R) one code per slice: ``sum_{i} sum_{j != i} ||code_i - code_j||_2^2`` on the registered codes, so
   that (11), (17) and (18) no longer ask the modalities to collapse;
 * (C) category guidance: cross-entropy of the frozen modality classifier CL on x_g,i and x_t,j,i

@@ -16,9 +16,11 @@ Networks: EC, DC (shared by both halves), EC_r, the lesion guidance components o
 
 The registered objective (``Preset.registered``, the default; :mod:`models.registered_losses`) adds,
 in the G update, (T) on the translations of the drawn pairs, (S) on the first
-``round(B * paired_fraction)`` samples of the batch, which are fused with their own label instead of
-one of the lesion library (their x_g,i must be the real x_i), (R) on the real codes and (C) through
-the frozen classifier CL (pre-trained by :mod:`models.segmentation_stage`), and masks (15) at the fused
+``round(B * paired_fraction)`` samples of the batch, which are fused with a label whose images are known
+instead of one of the lesion library (``Preset.paired_lesion``: "own", the slice's own label, the
+default; or "pasted", a library lesion with its four images pasted into the slice, :mod:`models.data`)
+and whose x_g,i must be those images, (R) on the real codes and (C) through the frozen classifier CL
+(pre-trained by :mod:`models.segmentation_stage`), and masks (15) at the fused
 lesion. It also keeps the segmentors frozen, as the authors' later code: they guide (16) as trained on
 real data by the segmentation stage, and (12) is not computed (a fifth of a step's cost on the demo).
 ``Preset.lesion_loss`` picks (L) or the printed MSE for (12) and (16). Every step also logs the
@@ -50,6 +52,12 @@ from models.stage import Stage, frozen
 from mrisynth.conventions import MODALITIES
 
 N = len(MODALITIES)
+
+PAIRED_KEYS: dict[str, tuple[str, str, str]] = {
+    "pasted": ("x_paste", "label_paste", "f_paste"),
+    "own": ("x", "label_x", "f"),
+}
+"""The batch keys (images, label, f) of (S)'s paired samples, by ``Preset.paired_lesion``."""
 
 
 class SynthesisStage(Stage):
@@ -87,14 +95,18 @@ class SynthesisStage(Stage):
         }
 
     def set_input(self, batch: dict[str, Tensor]) -> None:
-        """Take x_i (B, 1, H, W) per modality, its one-hot label, f, the brain mask and the label to fuse
-        with f: the slice's own label for the first ``n_paired`` samples (registered objective only)."""
+        """Take x_i (B, 1, H, W) per modality, its one-hot label, the brain mask, and the f and label to
+        fuse: for the first ``n_paired`` samples (registered objective only) the pasted sample's (or the
+        slice's own, ``Preset.paired_lesion``), whose images are the targets of (S), ``x_paired``."""
         self.x = list(batch["x"].split(1, dim=1))
         self.label_x = label_to_onehot(batch["label_x"])
-        self.f, self.brain = batch["f"], batch["brain_mask"]
-        batch_size = self.f.shape[0]
-        self.n_paired = round(batch_size * self.preset.paired_fraction) if self.preset.registered else 0
-        label = torch.cat([batch["label_x"][: self.n_paired], batch["label"][self.n_paired :]])
+        self.brain = batch["brain_mask"]
+        batch_size = self.brain.shape[0]
+        p = self.n_paired = round(batch_size * self.preset.paired_fraction) if self.preset.registered else 0
+        x_key, label_key, f_key = PAIRED_KEYS[self.preset.paired_lesion]
+        self.x_paired = list(batch[x_key][:p].split(1, dim=1))
+        label = torch.cat([batch[label_key][:p], batch["label"][p:]])
+        self.f = torch.cat([batch[f_key][:p], batch["f"][p:]])
         self.label = label_to_onehot(label)
         self.lesion_mask = (label > 0).unsqueeze(1).to(self.f.dtype)
         self.fusion = fuse(self.f, label)
@@ -188,7 +200,7 @@ class SynthesisStage(Stage):
             terms["category"] = registered.loss_category(self.logits_g, self.logits_t, pairs)
             if p:
                 terms["synthesis_pair"] = registered.loss_synthesis_pair(
-                    [x[:p] for x in self.x], [x[:p] for x in self.x_g]
+                    self.x_paired, [x[:p] for x in self.x_g]
                 )
         else:
             terms["f"] = losses.loss_f(self.f, self.f_g)

@@ -76,6 +76,45 @@ def test_data_samples_shapes_and_lesion_library(data: TrainingData) -> None:
     assert (data.lesion_library.reshape(len(data.lesion_library), -1).max(axis=1) > 0).all()
 
 
+def test_the_pasted_sample_is_a_library_lesion_with_its_images_inside_the_brain(data: TrainingData) -> None:
+    rng = np.random.default_rng(3)
+    for row in range(0, len(data), 5):
+        sample = data.sample(row, rng)
+        x, label_x, brain = sample["x"], sample["label_x"], sample["brain_mask"][0]
+        x_paste, label_paste = sample["x_paste"], sample["label_paste"]
+        assert x_paste.dtype == np.float32 and x_paste.shape == x.shape
+        new_lesion = (label_paste > 0) & (label_x == 0)
+        assert not np.any(new_lesion & (brain == 0))  # the pasted lesion lies inside the sample's brain
+        healthy = label_paste == 0
+        assert np.array_equal(x_paste[:, healthy], x[:, healthy])  # the host is untouched elsewhere
+        assert np.all(label_paste[label_x > 0] > 0)  # the sample's own lesion stays a lesion
+        assert not np.any(sample["f_paste"][0][label_paste > 0])  # f without the pasted lesion
+        assert set(np.unique(label_paste)) <= set(LABELS)
+    source = np.stack([data.images(int(r)) for r in data.library_rows])
+    assert np.array_equal(data.labels[data.library_rows], data.lesion_library)
+    assert source.shape == (len(data.lesion_library), 4, PRESET.image_size, PRESET.image_size)
+
+
+def test_paste_copies_the_source_images_on_the_pasted_lesion() -> None:
+    s = 16
+    label = np.zeros((s, s), np.uint8)
+    label[6:9, 6:9] = 1
+    host = np.zeros((4, s, s), np.float32)
+    rows = np.stack([host, host + 5.0])
+
+    class Cache:
+        images = rows
+
+    preset = dataclasses.replace(PRESET, image_size=s)
+    data = TrainingData(Cache(), preset, np.stack([label * 0, label]), label[None], np.array([1]))  # type: ignore[arg-type]
+    mask = np.ones((s, s), np.float32)
+    x_paste, label_paste = data.paste(host, label * 0, mask, np.random.default_rng(0))
+    lesion = label_paste > 0
+    assert lesion.sum() == 9 and np.all(x_paste[:, lesion] == 5.0) and np.all(x_paste[:, ~lesion] == 0.0)
+    unchanged = data.paste(host, label * 0, np.zeros((s, s), np.float32), np.random.default_rng(0))
+    assert unchanged[0] is host and not unchanged[1].any()  # no brain to paste into: the sample itself
+
+
 def test_soft_algorithm_1_matches_numpy_at_small_tau(data: TrainingData) -> None:
     images = np.asarray(data.cache.images[:4, :, :, :]).reshape(-1, 48, 48).astype(np.float64)
     noise = np.random.default_rng(1).normal(size=(4, 40, 40))
@@ -113,6 +152,9 @@ def test_registered_terms_fall_and_the_printed_objective_leaves_them_out(data: T
     registered = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=3)
     for name in ("translation_pair", "synthesis_pair", "code_registered"):
         assert _falls(registered, name), name
+    pasted = _losses_over_steps(SynthesisStage, data, steps=10, pairs_per_step=3, paired_lesion="pasted")
+    assert _falls(pasted, "synthesis_pair")
+    assert pasted[0]["synthesis_pair"] != registered[0]["synthesis_pair"]
     assert registered[-1]["lesion_1"] == 0.0  # segmentors frozen: (12) is not computed
     printed = _losses_over_steps(SynthesisStage, data, steps=4, **_printed_fields())
     for name in ("translation_pair", "synthesis_pair", "code_registered", "category"):
