@@ -13,6 +13,7 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 import pytest
+from phantom_files import phantom_case
 
 from mrisynth.brats import find_cases, load_case
 from mrisynth.conventions import MODALITIES
@@ -26,7 +27,6 @@ from worker.structure_source import sweep_lesion
 from worker.translation import decode, encode, prepare_slices, translate
 
 ROOT = Path(__file__).resolve().parent.parent
-CASE = ROOT / "data" / "phantom" / "BraTS2021_00006"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def synthesizer() -> Synthesizer:
 
 @pytest.fixture(scope="module")
 def slices(synthesizer: Synthesizer) -> dict[str, np.ndarray]:
-    (case,) = [c for c in find_cases(CASE.parent) if c.case_id == CASE.name]
+    (case,) = [c for c in find_cases(phantom_case(6).parent) if c.case_id == phantom_case(6).name]
     volume = load_case(case)
     size = synthesizer.image_size[0]
     return {m: prepare_slices(np.moveaxis(volume.images[m][:, :, 70:74], 2, 0), size) for m in MODALITIES}
@@ -103,7 +103,7 @@ def test_a_scan_reads_as_one_grid_and_a_2d_file_as_one_slice(tmp_path: Path) -> 
 def _cut_t1(folder: Path, name: str = "t1.nii.gz", depth: int = 6) -> nib.Nifti1Image:
     """Axial slices 70 to 70 + depth of the phantom case's T1, saved as ``folder/name``."""
     folder.mkdir(exist_ok=True)
-    volume = nib.load(CASE / f"{CASE.name}_t1.nii.gz")
+    volume = nib.load(phantom_case(6) / f"{phantom_case(6).name}_t1.nii.gz")
     cut = nib.Nifti1Image(np.asarray(volume.dataobj)[:, :, 70 : 70 + depth], volume.affine)
     nib.save(cut, folder / name)
     return cut

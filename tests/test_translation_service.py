@@ -22,12 +22,11 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
+from phantom_files import phantom_case
 from service_fixtures import KEY_A, ROOT, A, B, api_client, keyed_settings, ready_worker
 
 from mrisynth.conventions import LABELS, MODALITIES
 from mrisynth.settings import Settings
-
-CASE = ROOT / "data" / "phantom" / "BraTS2021_00006"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def api(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def _file(modality: str) -> bytes:
-    return (CASE / f"{CASE.name}_{modality}.nii.gz").read_bytes()
+    return (phantom_case(6) / f"{phantom_case(6).name}_{modality}.nii.gz").read_bytes()
 
 
 def _nifti(data: np.ndarray, affine: np.ndarray) -> bytes:
@@ -175,7 +174,7 @@ def _check_progress(seen: list[dict[str, Any]], volumes: int, slices: int) -> No
 def test_a_3d_label_volume_is_placed_once_whole_and_sliced_with_the_scan(api: httpx.Client) -> None:
     """A lesion set holding a 3D label (another phantom case's, on the same 1 mm grid): the tumour out is
     that label, whole (no scale, no flip), inside the brain in every slice it touches."""
-    other = ROOT / "data" / "phantom" / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz"
+    other = phantom_case(1) / "BraTS2021_00001_seg.nii.gz"
     lesions = api.post("/lesion-sets", headers=A, files=[("files", ("seg.nii.gz", other.read_bytes()))])
     assert lesions.status_code == 201, lesions.text
     scan = _scan_set(api, {"t1": ("t1.nii.gz", _file("t1"))})
