@@ -117,8 +117,10 @@ class TrainingData:
         Returns:
             ``x`` float32 (4, S, S) in ``MODALITIES`` order; ``label_x`` uint8 (S, S), its label;
             ``f`` float32 (1, S, S) in {0, 1}; ``brain_mask`` float32 (1, S, S), 1 inside the brain;
-            ``label`` uint8 (S, S), the lesion label to fuse with f; ``x_paste`` float32 (4, S, S),
-            ``label_paste`` uint8 (S, S) and ``f_paste`` float32 (1, S, S), the pasted sample.
+            ``label`` uint8 (S, S), the lesion label to fuse with f; with the registered objective and
+            ``Preset.paired_lesion`` "pasted" only (drawn from ``rng`` after the rest), ``x_paste``
+            float32 (4, S, S), ``label_paste`` uint8 (S, S) and ``f_paste`` float32 (1, S, S), the
+            pasted sample.
         """
         preset = self.preset
         x = self.images(row)
@@ -132,18 +134,12 @@ class TrainingData:
             if not np.any((candidate > 0) & (mask == 0)):
                 label = candidate
                 break
-        x_paste, label_paste = self.paste(x, label_x, mask, rng)
-        f_paste = remove_lesion(structural_feature_map(x_paste[modality], preset.beta), label_paste)
-        return {
-            "x": x,
-            "label_x": label_x,
-            "f": f[None],
-            "brain_mask": mask[None],
-            "label": label,
-            "x_paste": x_paste,
-            "label_paste": label_paste,
-            "f_paste": f_paste[None],
-        }
+        sample = {"x": x, "label_x": label_x, "f": f[None], "brain_mask": mask[None], "label": label}
+        if preset.registered and preset.paired_lesion == "pasted":
+            x_paste, label_paste = self.paste(x, label_x, mask, rng)
+            f_paste = remove_lesion(structural_feature_map(x_paste[modality], preset.beta), label_paste)
+            sample.update(x_paste=x_paste, label_paste=label_paste, f_paste=f_paste[None])
+        return sample
 
     def images(self, row: int) -> np.ndarray:
         """float32 (4, S, S): the row's four images at the image size S."""
@@ -187,7 +183,8 @@ class TrainingData:
         batch = {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}
         batch["label_x"] = batch["label_x"].long()
         batch["label"] = batch["label"].long()
-        batch["label_paste"] = batch["label_paste"].long()
+        if "label_paste" in batch:
+            batch["label_paste"] = batch["label_paste"].long()
         return {key: value.to(device) for key, value in batch.items()}
 
     def structure_density(self, samples: int = 64) -> float:

@@ -49,7 +49,7 @@ def _losses_over_steps(
     networks = define_networks(preset.network)
     stage = stage_cls(networks, preset, CPU)
     stage.train()
-    batch = data.batch(4, np.random.default_rng(0), CPU)
+    batch = dataclasses.replace(data, preset=preset).batch(4, np.random.default_rng(0), CPU)
     history = []
     for _ in range(steps):
         stage.set_input(batch)
@@ -78,6 +78,8 @@ def test_data_samples_shapes_and_lesion_library(data: TrainingData) -> None:
 
 def test_the_pasted_sample_is_a_library_lesion_with_its_images_inside_the_brain(data: TrainingData) -> None:
     rng = np.random.default_rng(3)
+    assert "x_paste" not in data.sample(0, rng)  # the default, "own": no paste is drawn
+    data = dataclasses.replace(data, preset=dataclasses.replace(PRESET, paired_lesion="pasted"))
     for row in range(0, len(data), 5):
         sample = data.sample(row, rng)
         x, label_x, brain = sample["x"], sample["label_x"], sample["brain_mask"][0]
