@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from hand_made import textured_brain
 
 from cli.main import main
 from models.evaluation.augmentation import AugmentationConfig, augment_slice
@@ -49,13 +50,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brain(size: int = 64, shift: int = 0, seed: int = 0) -> np.ndarray:
-    """A smooth textured ellipse 'brain' on a zero background, shifted right by ``shift`` pixels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    inside = ((yy - size / 2) / (0.4 * size)) ** 2 + ((xx - size / 2 - shift) / (0.3 * size)) ** 2 <= 1
-    texture = cv2.GaussianBlur(rng.normal(size=(size, size)).astype(np.float32), (0, 0), 2.0)
-    texture = np.roll(texture, shift, axis=1)
-    return np.where(inside, 2.0 + texture + np.cos(xx / 4 - shift / 4), 0.0).astype(np.float32)
+    return textured_brain(size, shift, seed, stripes=True)
 
 
 # --- Dice and MSE ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hand_made import textured_brain
 
 from models.data import RealSplit
 from models.evaluation.comparisons import compare_rows, differences
@@ -29,15 +30,6 @@ from models.presets import get_preset
 from mrisynth.conventions import MODALITIES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _brain(size: int = 64, shift: int = 0, seed: int = 0) -> np.ndarray:
-    """A smooth textured ellipse on a zero background, shifted right by ``shift`` pixels."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    inside = ((yy - size / 2) / (0.4 * size)) ** 2 + ((xx - size / 2 - shift) / (0.3 * size)) ** 2 <= 1
-    texture = cv2.GaussianBlur(rng.normal(size=(size, size)).astype(np.float32), (0, 0), 2.0)
-    return np.where(inside, 2.0 + np.roll(texture, shift, axis=1), 0.0).astype(np.float32)
 
 
 # --- bootstrap ---------------------------------------------------------------------------------
@@ -123,7 +115,7 @@ def test_paired_comparisons_read_the_interval() -> None:
 
 
 def test_percentile_clip_scales_to_the_unit_range_ignoring_outliers() -> None:
-    image = _brain()
+    image = textured_brain()
     image[0, 0] = 1e6
     clipped = percentile_clip(image)
     assert clipped.min() == 0.0 and clipped.max() == 1.0 and clipped.dtype == np.float32
@@ -132,7 +124,7 @@ def test_percentile_clip_scales_to_the_unit_range_ignoring_outliers() -> None:
 
 
 def test_identical_images_score_ssim_one_and_the_psnr_cap() -> None:
-    image = _brain()
+    image = textured_brain()
     tumour = np.zeros(image.shape, bool)
     tumour[28:36, 28:36] = True
     assert masked_scores(image, image, tumour) == pytest.approx((1.0, 1.0, PSNR_CAP, PSNR_CAP))
@@ -141,10 +133,10 @@ def test_identical_images_score_ssim_one_and_the_psnr_cap() -> None:
 
 
 def test_a_shifted_image_scores_lower_and_more_so_the_further() -> None:
-    image = _brain()
+    image = textured_brain()
     tumour = np.zeros(image.shape, bool)
     tumour[24:40, 24:40] = True
-    scores = [masked_scores(image, _brain(shift=shift), tumour) for shift in (1, 3, 6)]
+    scores = [masked_scores(image, textured_brain(shift=shift), tumour) for shift in (1, 3, 6)]
     for k in range(4):
         values = [s[k] for s in scores]
         assert values[0] > values[1] > values[2], k
@@ -152,7 +144,7 @@ def test_a_shifted_image_scores_lower_and_more_so_the_further() -> None:
 
 
 def test_a_change_inside_the_tumour_leaves_the_outside_scores_perfect() -> None:
-    real = _brain()
+    real = textured_brain()
     tumour = np.zeros(real.shape, bool)
     tumour[24:40, 24:40] = True
     synthetic = real.copy()
@@ -187,7 +179,10 @@ def test_mmd_of_identical_and_shifted_sets() -> None:
 
 def test_mmd_by_modality_is_small_for_the_same_images_and_large_for_swapped_modalities() -> None:
     images = np.stack(
-        [np.stack([(1 + k) * _brain(32, seed=4 * n + k) ** (1 + k % 2) for k in range(4)]) for n in range(12)]
+        [
+            np.stack([(1 + k) * textured_brain(32, seed=4 * n + k) ** (1 + k % 2) for k in range(4)])
+            for n in range(12)
+        ]
     )
     brain = (images[:, 0] > 0).astype(np.uint8)
     assert image_features(images[:, 0], brain).shape == (12, FEATURES)
@@ -275,8 +270,8 @@ def test_curve_rows_and_the_segmentor_settings() -> None:
     assert kept == dataclasses.replace(preset)
 
 
-def test_a_noisy_background_costs_nothing_once_set_to_the_minimum_outside_the_brain() -> None:
-    real = _brain()
+def test_a_noisy_background_costs_nothing_once_set_to_the_minimum_outside_thetextured_brain() -> None:
+    real = textured_brain()
     brain = real > 0
     noise = np.random.default_rng(0).uniform(0.0, 0.5, real.shape)
     synthetic = np.where(brain, real, noise).astype(np.float32)
