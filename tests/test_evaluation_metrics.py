@@ -270,7 +270,7 @@ def test_curve_rows_and_the_segmentor_settings() -> None:
     assert kept == dataclasses.replace(preset)
 
 
-def test_a_noisy_background_costs_nothing_once_set_to_the_minimum_outside_thetextured_brain() -> None:
+def test_a_noisy_background_costs_nothing_once_set_to_the_minimum_outside_the_brain() -> None:
     real = textured_brain()
     brain = real > 0
     noise = np.random.default_rng(0).uniform(0.0, 0.5, real.shape)
