@@ -67,15 +67,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", type=Path, required=True, help="report directory to write")
     evaluate.add_argument("--cache", type=Path, help="slice cache to build or reuse (default: temporary)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of synthesis, data order and training")
-    evaluate.add_argument("--steps", type=int, default=200, help="segmentor steps per Table 2 run (200)")
+    evaluate.add_argument("--steps", type=int, default=400, help="segmentor steps per Table 2 run (400)")
     evaluate.add_argument(
         "--rows", type=int, nargs="+", default=[1, 2, 3, 6, 13, 25, 19], help="Table 2 rows by NO."
     )
     evaluate.add_argument("--repeats", type=int, default=3, help="trainings per row from other seeds (3)")
     evaluate.add_argument("--evaluations", type=int, default=3, help="curve points per training (3)")
-    evaluate.add_argument("--lr", type=float, default=1e-3, help="segmentor Adam lr (1e-3; 0: the preset's)")
+    evaluate.add_argument("--lr", type=float, default=0.0, help="segmentor Adam lr (default 0: the preset's)")
     evaluate.add_argument(
-        "--beta1", type=float, default=0.9, help="segmentor Adam beta1 (0.9; negative: the preset's)"
+        "--beta1", type=float, default=-1.0, help="segmentor Adam beta1 (default negative: the preset's)"
     )
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (2000)")
     evaluate.add_argument("--no-translation", action="store_true", help="skip the translation table")
@@ -84,5 +84,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--structure-mae", type=float, help="Algorithm 3 MAE (default: the manifest's)")
     evaluate.add_argument("--candidates", type=int, default=20, help="candidates per filtered sample (20)")
     evaluate.add_argument("--preset", choices=("demo", "paper", "test"), default="demo", help="segmentors")
-    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: all)")
+    evaluate.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2; 0: all)")
     evaluate.set_defaults(run=_evaluate)

@@ -92,7 +92,7 @@ class EvaluationConfig:
             folder's cache is beside it, ``<cache>-heldout``.
         seed: the evaluation's seed.
         preset: training preset of the Table 2 segmentors (network, batch size, optimizer).
-        threads: torch CPU threads, 0 for torch's default; 1 on a shared CPU.
+        threads: torch CPU threads, 0 for torch's default; default 2 (the project's CPU); 1 on a shared one.
         rows: Table 2 rows by NO.
         table2: steps, repeats and evaluations of the Table 2 trainings.
         synthesis: sizes and thresholds of the synthetic sets.
@@ -112,7 +112,7 @@ class EvaluationConfig:
     cache: Path | None = None
     seed: int = 0
     preset: str = "demo"
-    threads: int = 1
+    threads: int = 2
     rows: tuple[int, ...] = DEFAULT_ROWS
     table2: Table2Config = Table2Config()
     synthesis: SynthesisConfig = SynthesisConfig()
