@@ -155,16 +155,14 @@ class TrainingData:
         size = self.preset.image_size
         for _ in range(LABEL_DRAWS if len(self.lesion_library) else 0):
             k = int(rng.integers(len(self.lesion_library)))
-            flip_rows, flip_cols = rng.random(2) < 0.5
+            flip = tuple(slice(None, None, -1 if flipped else 1) for flipped in rng.random(2) < 0.5)
             matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
             matrix[:, 2] = rng.uniform(-PASTE_SHIFT, PASTE_SHIFT, size=2) * size
-            label = self.lesion_library[k][:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
+            label = self.lesion_library[k][flip]
             label = cv2.warpAffine(np.ascontiguousarray(label), matrix, (size, size), flags=cv2.INTER_NEAREST)
             if not label.any() or np.any((label > 0) & (mask == 0)):
                 continue
-            source = self.images(int(self.library_rows[k]))[
-                :, :: -1 if flip_rows else 1, :: -1 if flip_cols else 1
-            ]
+            source = self.images(int(self.library_rows[k]))[(slice(None), *flip)]
             source = np.stack(
                 [cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size)) for image in source]
             )

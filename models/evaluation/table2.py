@@ -64,8 +64,8 @@ class Table2Config:
 
     Attributes:
         steps: optimizer steps of every row (the paper's "same number of iterations"), >= 2; default
-            400: 7 rows x 3 repeats x 400 steps is about 85 minutes of the default run on the 2-core
-            CPU at two threads (about 2 steps/s measured there), see docs/evaluation/README.md.
+            400: 7 rows x 3 repeats x 400 steps took 75 of the default run's 78 minutes on the 2-core
+            CPU at two threads (about 2 steps/s), see docs/evaluation/README.md.
         repeats: trainings per row from different seeds (the paper: the best of 4), >= 1; default 3.
         evaluations: evaluations along each training for the curves, >= 1; default 3.
         curve_slices: test slices of those evaluations (evenly spaced), >= 1; default 64.
